@@ -1,0 +1,64 @@
+//! The gRPC face of the service.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use ferrobase_proto::auth::v1::auth_server::Auth;
+use ferrobase_proto::auth::v1::{GetVerificationKeysRequest, GetVerificationKeysResponse};
+use ferrobase_proto::{HttpRequest, HttpResponse};
+use serde_json::{Value, json};
+use tonic::{Request, Response, Status};
+
+use crate::api::ApiRequest;
+use crate::config::AuthConfig;
+use crate::routes;
+
+/// What every request shares.
+pub struct State {
+    pub config: AuthConfig,
+    pub pool: Pool,
+    /// The public JSON Web Key Set (`{"keys": [...]}`); empty with HS256 signing.
+    pub public_jwks: Value,
+}
+
+impl State {
+    pub fn new(config: AuthConfig, pool: Pool) -> Self {
+        Self {
+            config,
+            pool,
+            public_jwks: json!({"keys": []}),
+        }
+    }
+}
+
+/// The `ferrobase.auth.v1.Auth` service.
+#[derive(Clone)]
+pub struct AuthService {
+    state: Arc<State>,
+}
+
+impl AuthService {
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl Auth for AuthService {
+    async fn handle(
+        &self,
+        request: Request<HttpRequest>,
+    ) -> Result<Response<HttpResponse>, Status> {
+        let req = ApiRequest::from_grpc(request);
+        Ok(Response::new(routes::dispatch(&self.state, &req).await))
+    }
+
+    async fn get_verification_keys(
+        &self,
+        _request: Request<GetVerificationKeysRequest>,
+    ) -> Result<Response<GetVerificationKeysResponse>, Status> {
+        Ok(Response::new(GetVerificationKeysResponse {
+            jwks_json: self.state.public_jwks.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,86 @@
+//! Auth service integration tests against a real PostgreSQL.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn serves_health_settings_and_keys_with_health_and_reflection() {
+    let auth = spawn(&[]).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], auth.port));
+    assert!(ferrobase_common::health::probe_grpc(addr, "").await);
+    assert!(ferrobase_common::health::probe_grpc(addr, "ferrobase.auth.v1.Auth").await);
+
+    let health = auth.anon("GET", "/health", None).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.body["name"], "GoTrue");
+
+    let settings = auth.anon("GET", "/settings", None).await;
+    assert_eq!(settings.status, 200);
+    assert_eq!(settings.body["external"]["email"], true);
+    assert_eq!(settings.body["mailer_autoconfirm"], true);
+    assert_eq!(settings.body["disable_signup"], false);
+
+    let jwks = auth.anon("GET", "/.well-known/jwks.json", None).await;
+    assert_eq!(jwks.status, 200);
+    assert_eq!(jwks.body, json!({"keys": []}));
+    assert_eq!(jwks.header("cache-control"), Some("public, max-age=600"));
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_in_the_auth_error_shape() {
+    let auth = spawn(&[]).await;
+    let r = auth.anon("GET", "/no/such/route", None).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body, json!({"code": "not_found", "message": "Not Found"}));
+    assert_eq!(r.header("x-sb-error-code"), Some("not_found"));
+    assert_eq!(r.header("x-supabase-api-version"), Some("2024-01-01"));
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_for_replicas_starting_together() {
+    let db = ferrobase_testkit::postgres().create_empty_database().await;
+    let env = env_for(&db);
+    let builds = (0..3).map(|_| {
+        let config = ferrobase_auth::AuthConfig::from_env(&env).unwrap();
+        async move { ferrobase_auth::Application::build(config).await }
+    });
+    for built in futures::future::join_all(builds).await {
+        built.unwrap();
+    }
+    let client = db.connect().await;
+    let applied: i64 = client
+        .query_one("select count(*) from auth.schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        applied as usize,
+        ferrobase_auth::migrations::MIGRATIONS.len()
+    );
+    let columns: Vec<String> = client
+        .query(
+            "select column_name::text from information_schema.columns
+             where table_schema = 'auth' and table_name = 'users' order by ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for c in [
+        "id",
+        "aud",
+        "role",
+        "email",
+        "encrypted_password",
+        "raw_app_meta_data",
+        "raw_user_meta_data",
+        "confirmed_at",
+        "is_anonymous",
+    ] {
+        assert!(columns.iter().any(|x| x == c), "auth.users lacks {c}");
+    }
+}

@@ -1,0 +1,86 @@
+//! Logs and traces, set up once per process.
+//!
+//! Logs go to stdout, as JSON lines or human-readable. Spans always carry an
+//! OpenTelemetry context so W3C trace context crosses every gRPC hop; when the
+//! standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, spans
+//! are also exported with OTLP. Call [`init`] before the async runtime starts;
+//! keep the returned guard alive until the process ends so spans are flushed.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::LogFormat;
+
+/// Flushes and shuts down the tracer provider when dropped.
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::warn!(error = %e, "flushing traces failed");
+        }
+    }
+}
+
+/// Installs the global subscriber, propagator and tracer provider.
+pub fn init(service_name: &str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
+    let mut builder = SdkTracerProvider::builder().with_resource(
+        Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build(),
+    );
+    if otlp_configured() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the OTLP exporter: {e}"))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    install(service_name, format, provider.clone())?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// Installs the global subscriber with the given provider; tests pass one that
+/// exports to memory.
+pub fn install(
+    service_name: &str,
+    format: LogFormat,
+    provider: SdkTracerProvider,
+) -> anyhow::Result<()> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let tracer = provider.tracer(service_name.to_owned());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+}
+
+fn otlp_configured() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
+        && std::env::var("OTEL_SDK_DISABLED").map_or(true, |v| v != "true")
+}
