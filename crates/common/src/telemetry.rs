@@ -44,21 +44,23 @@ pub fn init(service_name: &str, format: LogFormat) -> anyhow::Result<TelemetryGu
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
-    install(service_name, format, provider.clone())?;
+    install(service_name, format, "info", provider.clone())?;
     Ok(TelemetryGuard { provider })
 }
 
-/// Installs the global subscriber with the given provider; tests pass one that
-/// exports to memory.
+/// Installs the global subscriber with the given provider and the log filter
+/// used when `RUST_LOG` is unset; tests pass a provider that exports to memory.
 pub fn install(
     service_name: &str,
     format: LogFormat,
+    default_filter: &str,
     provider: SdkTracerProvider,
 ) -> anyhow::Result<()> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer(service_name.to_owned());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let fmt = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -67,10 +69,15 @@ pub fn install(
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
     };
+    // The log filter applies to logs only: spans still reach the tracer, so
+    // trace context keeps crossing hops whatever the log level.
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(fmt.with_filter(filter))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
         .try_init()
         .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
 }

@@ -124,8 +124,9 @@ impl Application {
             r = &mut server => r.map_err(anyhow::Error::from),
             () = stop => {
                 tracing::info!(grace_ms = self.grace.as_millis() as u64, "stopping: draining requests");
-                handle.stop(true).await;
-                Ok(())
+                // The server future itself carries out the stop, so keep polling it.
+                tokio::spawn(async move { handle.stop(true).await });
+                server.await.map_err(anyhow::Error::from)
             }
         };
         background.cancel();

@@ -653,3 +653,54 @@ async fn the_trace_continues_from_client_through_gateway_to_service() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn exposes_prometheus_metrics() {
+    let port = ferrobase_testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let gw = spawn_gateway(&[("FERROBASE_METRICS_ADDR", addr.as_str())]).await;
+    let resp = gw
+        .get("/rest/v1/counted")
+        .header("apikey", api_key("anon"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("ferrobase_http_requests_total")
+                && l.contains(r#"surface="rest""#)
+                && l.contains(r#"status="200""#)
+        })
+        .unwrap_or_else(|| panic!("no request counter in:\n{text}"));
+    let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 1.0, "{line}");
+    assert!(text.contains("ferrobase_http_request_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn stopping_drains_requests_in_flight_and_refuses_new_ones() {
+    let gw = spawn_gateway(&[]).await;
+    let url = gw.url.clone();
+    let in_flight = tokio::spawn(
+        gw.get("/rest/v1/pause")
+            .header("apikey", api_key("anon"))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.shut_down().await.unwrap();
+    let resp = in_flight.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "the request in flight completes");
+    assert_eq!(json_of(resp).await["path"], "/pause");
+    assert!(
+        reqwest::get(format!("{url}/health")).await.is_err(),
+        "no new requests after stopping"
+    );
+}

@@ -39,7 +39,7 @@ pub fn spans() -> &'static InMemorySpanExporter {
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
             .build();
-        ferrobase_common::telemetry::install("gateway-tests", LogFormat::Pretty, provider)
+        ferrobase_common::telemetry::install("gateway-tests", LogFormat::Pretty, "warn", provider)
             .unwrap_or_else(|e| panic!("installing telemetry: {e}"));
         exporter
     })
@@ -85,6 +85,7 @@ fn echo(req: Request<HttpRequest>) -> HttpResponse {
 async fn unary(req: Request<HttpRequest>) -> Result<Response<HttpResponse>, Status> {
     match req.get_ref().path.as_str() {
         "/slow" => tokio::time::sleep(Duration::from_secs(30)).await,
+        "/pause" => tokio::time::sleep(Duration::from_millis(600)).await,
         "/teapot" => {
             return Ok(Response::new(HttpResponse {
                 status: 418,
@@ -204,10 +205,17 @@ pub async fn spawn_echo() -> SocketAddr {
 pub struct TestGateway {
     pub url: String,
     pub client: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestGateway {
+    /// Asks the gateway to stop and waits until it has drained.
+    pub async fn shut_down(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.stopped.await?
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.get(format!("{}{path}", self.url))
     }
@@ -246,7 +254,7 @@ pub async fn spawn_gateway_with(env: Env) -> TestGateway {
         .unwrap_or_else(|e| panic!("build: {e:#}"));
     let url = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
+    let stopped = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::builder()
@@ -256,7 +264,8 @@ pub async fn spawn_gateway_with(env: Env) -> TestGateway {
     TestGateway {
         url,
         client,
-        _stop: stop,
+        stop,
+        stopped,
     }
 }
 
