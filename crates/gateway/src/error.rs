@@ -7,7 +7,7 @@
 //! | auth | `{"code", "message"}` with `X-Supabase-Api-Version: 2024-01-01` when the request asked for it, else `{"code": <status>, "error_code", "msg"}`; always `x-sb-error-code` |
 //! | rest | `{"code", "details", "hint", "message"}`; 401 adds `WWW-Authenticate` |
 //! | storage | `{"statusCode": "<status>", "error", "message"}` |
-//! | meta, realtime, edge | `{"error", "message"}` |
+//! | meta, realtime, edge | `{"error": <message>, "code"}` |
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
@@ -164,8 +164,9 @@ impl EdgeError {
                 Surface::Storage => json!({
                     "statusCode": self.status.as_u16().to_string(), "error": self.code, "message": self.message,
                 }),
+                // Realtime and postgres-meta clients read the readable text from `error`.
                 Surface::Meta | Surface::Realtime | Surface::Edge => {
-                    json!({"error": self.code, "message": self.message})
+                    json!({"error": self.message, "code": self.code})
                 }
             }
         };

@@ -139,7 +139,9 @@ pub fn authorize(
                 ))
             }
         }
-        Surface::Realtime | Surface::Edge => Ok(AuthContext::anon()),
+        // WebSocket upgrades carry the key as the `apikey` query parameter.
+        Surface::Realtime => Ok(AuthContext::from_claims(required_api_key(keys, api_key)?)),
+        Surface::Edge => Ok(AuthContext::anon()),
     }
 }
 

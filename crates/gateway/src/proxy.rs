@@ -68,15 +68,6 @@ pub async fn forward(
         .map(str::to_owned);
     let fail = |e: EdgeError| e.render(surface, api_version.as_deref(), &request_id.0);
 
-    if surface == Surface::Realtime {
-        return fail(EdgeError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "realtime is not available yet: WebSocket channels (broadcast, presence, \
-             postgres_changes) and the broadcast HTTP API are not served by this deployment",
-        ));
-    }
-
     let sub_path = match req.path().get(surface.prefix().len()..) {
         Some("") | None => "/",
         Some(p) => p,
@@ -91,6 +82,14 @@ pub async fn forward(
         Ok(ctx) => ctx,
         Err(e) => return fail(e),
     };
+    if surface == Surface::Realtime {
+        return fail(EdgeError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "realtime is not available yet: WebSocket channels (broadcast, presence, \
+             postgres_changes) and the broadcast HTTP API are not served by this deployment",
+        ));
+    }
     let ip = client_ip(&req, state.trust_forwarded_for);
     if let Some(limiter) = &state.limiter
         && let Some(limited) = limiter.check(req.method().as_str(), req.path(), ip).await

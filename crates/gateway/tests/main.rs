@@ -258,7 +258,12 @@ async fn meta_is_for_the_service_role_only() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    assert_eq!(json_of(resp).await["error"], "forbidden");
+    let body = json_of(resp).await;
+    assert_eq!(body["code"], "forbidden");
+    assert_eq!(
+        body["error"],
+        "the database management API requires the service_role key"
+    );
     let resp = gw
         .get("/pg/tables")
         .header("apikey", api_key("anon"))
@@ -494,11 +499,22 @@ async fn unknown_routes_are_404_and_realtime_is_501() {
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        resp.status(),
+        401,
+        "a bad key is refused before anything else"
+    );
+    let key = api_key("anon");
+    let resp = gw
+        .get(&format!("/realtime/v1/websocket?apikey={key}&vsn=2.0.0"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 501);
     let body = json_of(resp).await;
-    assert_eq!(body["error"], "not_implemented");
+    assert_eq!(body["code"], "not_implemented");
     assert!(
-        body["message"]
+        body["error"]
             .as_str()
             .unwrap()
             .contains("realtime is not available")
