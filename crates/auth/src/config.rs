@@ -1,8 +1,10 @@
 //! The auth service's configuration (see `docs/configuration.md`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrobase_common::config::{ConfigErrors, Env, Loader, ServiceConfig};
+use secrecy::SecretString;
 
 /// Everything the auth service needs to start.
 #[derive(Debug, Clone)]
@@ -14,12 +16,106 @@ pub struct AuthConfig {
     pub external_url: String,
     /// Lifetime of access tokens.
     pub jwt_exp: Duration,
+    /// The default audience of users and tokens.
+    pub jwt_aud: String,
+    /// Roles allowed on `/admin/*` and `/invite`.
+    pub admin_roles: Vec<String>,
     pub disable_signup: bool,
     /// Confirm email sign-ups at once (no confirmation mail).
     pub autoconfirm: bool,
     pub anonymous_users: bool,
     pub password_min_length: usize,
+    /// Character groups a password must each draw at least one character from.
+    pub password_required_characters: Vec<String>,
     pub bcrypt_cost: u32,
+    /// How long a revoked refresh token may still be exchanged (concurrent tabs).
+    pub refresh_token_reuse_interval: Duration,
+    /// Glob patterns of redirect targets accepted besides the site URL.
+    pub redirect_allow_list: Vec<String>,
+    /// Lifetime of email OTPs and links.
+    pub mailer_otp_exp: Duration,
+    /// Digits of email OTPs.
+    pub mailer_otp_length: usize,
+    /// Least time between two mails of one kind to one user.
+    pub smtp_max_frequency: Duration,
+    /// Email changes need confirming from both the old and the new address.
+    pub secure_email_change: bool,
+    /// Password changes of sessions older than a day need a reauthentication nonce.
+    pub secure_password_change: bool,
+    /// Where mails are also written as JSON files (development outbox).
+    pub outbox_dir: Option<PathBuf>,
+    pub smtp: Option<SmtpConfig>,
+    /// Sender address of mails.
+    pub smtp_admin_email: String,
+    pub smtp_sender_name: String,
+    /// Longest life of a session whatever its refreshes; `None` for no limit.
+    pub sessions_timebox: Option<Duration>,
+    /// A session not refreshed for this long ends; `None` for no limit.
+    pub sessions_inactivity_timeout: Option<Duration>,
+    /// Issuer shown by authenticator apps; defaults to the site URL host.
+    pub mfa_issuer: Option<String>,
+    /// Most verified factors a user may hold.
+    pub mfa_max_factors: usize,
+}
+
+/// An SMTP relay.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub pass: Option<Secret>,
+    pub tls: SmtpTls,
+    /// PEM file of extra trusted root certificates (a private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Implicit TLS on port 465, otherwise STARTTLS when the relay offers it;
+    /// credentials are never sent over an unprotected connection.
+    Auto,
+    /// Implicit TLS from the first byte.
+    Tls,
+    /// STARTTLS, required.
+    StartTls,
+    /// Plain text, credentials included (a relay on a trusted network).
+    None,
+}
+
+impl std::str::FromStr for SmtpTls {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "tls" => Ok(Self::Tls),
+            "starttls" => Ok(Self::StartTls),
+            "none" => Ok(Self::None),
+            other => Err(format!(
+                "expected auto, tls, starttls or none, got {other:?}"
+            )),
+        }
+    }
+}
+
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct Secret(pub SecretString);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+fn list(raw: Option<String>, sep: char) -> Vec<String> {
+    raw.unwrap_or_default()
+        .split(sep)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl AuthConfig {
@@ -28,13 +124,25 @@ impl AuthConfig {
         let service = ServiceConfig::load(&mut l);
         let site_url = l
             .optional("FERROBASE_SITE_URL")
-            .unwrap_or_else(|| "http://localhost:3000".into());
+            .unwrap_or_else(|| "http://localhost:3000".into())
+            .trim_end_matches('/')
+            .to_owned();
         let external_url = l
             .optional("FERROBASE_API_EXTERNAL_URL")
             .unwrap_or_else(|| "http://localhost:8000".into())
             .trim_end_matches('/')
             .to_owned();
         let jwt_exp = Duration::from_secs(l.parse_or("FERROBASE_JWT_EXP", 3600u64));
+        if jwt_exp.is_zero() {
+            l.invalid("FERROBASE_JWT_EXP", "must be at least 1");
+        }
+        let jwt_aud = l
+            .optional("FERROBASE_JWT_AUD")
+            .unwrap_or_else(|| "authenticated".into());
+        let mut admin_roles = list(l.optional("FERROBASE_JWT_ADMIN_ROLES"), ',');
+        if admin_roles.is_empty() {
+            admin_roles = vec!["service_role".into(), "supabase_admin".into()];
+        }
         let disable_signup = l.bool_or("FERROBASE_AUTH_DISABLE_SIGNUP", false);
         let autoconfirm = l.bool_or("FERROBASE_AUTH_AUTOCONFIRM", false);
         let anonymous_users = l.bool_or("FERROBASE_AUTH_ANONYMOUS_USERS", false);
@@ -42,20 +150,82 @@ impl AuthConfig {
         if password_min_length < 6 {
             l.invalid("FERROBASE_PASSWORD_MIN_LENGTH", "must be at least 6");
         }
+        let password_required_characters =
+            list(l.optional("FERROBASE_PASSWORD_REQUIRED_CHARACTERS"), ':');
         let bcrypt_cost = l.parse_or("FERROBASE_BCRYPT_COST", 10u32);
         if !(4..=31).contains(&bcrypt_cost) {
             l.invalid("FERROBASE_BCRYPT_COST", "must be between 4 and 31");
         }
+        let refresh_token_reuse_interval =
+            Duration::from_secs(l.parse_or("FERROBASE_REFRESH_TOKEN_REUSE_INTERVAL", 10u64));
+        let redirect_allow_list = list(l.optional("FERROBASE_AUTH_REDIRECT_ALLOW_LIST"), ',');
+        let mailer_otp_exp = Duration::from_secs(l.parse_or("FERROBASE_MAILER_OTP_EXP", 86400u64));
+        let mailer_otp_length = l.parse_or("FERROBASE_MAILER_OTP_LENGTH", 6usize);
+        if !(6..=10).contains(&mailer_otp_length) {
+            l.invalid("FERROBASE_MAILER_OTP_LENGTH", "must be between 6 and 10");
+        }
+        let smtp_max_frequency =
+            Duration::from_secs(l.parse_or("FERROBASE_SMTP_MAX_FREQUENCY", 60u64));
+        let secure_email_change = l.bool_or("FERROBASE_MAILER_SECURE_EMAIL_CHANGE", true);
+        let secure_password_change = l.bool_or("FERROBASE_SECURE_PASSWORD_CHANGE", false);
+        let outbox_dir = l.optional("FERROBASE_AUTH_OUTBOX_DIR").map(PathBuf::from);
+        let smtp = match l.optional("FERROBASE_SMTP_HOST") {
+            Some(host) if !host.trim().is_empty() => Some(SmtpConfig {
+                host: host.trim().to_owned(),
+                port: l.parse_or("FERROBASE_SMTP_PORT", 25u16),
+                user: l.optional("FERROBASE_SMTP_USER").filter(|s| !s.is_empty()),
+                pass: l
+                    .optional("FERROBASE_SMTP_PASS")
+                    .filter(|s| !s.is_empty())
+                    .map(|p| Secret(SecretString::from(p))),
+                tls: l.parse_or("FERROBASE_SMTP_TLS", SmtpTls::Auto),
+                ca_file: l
+                    .optional("FERROBASE_SMTP_CA_FILE")
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from),
+            }),
+            _ => None,
+        };
+        let smtp_admin_email = l
+            .optional("FERROBASE_SMTP_ADMIN_EMAIL")
+            .unwrap_or_else(|| "noreply@localhost".into());
+        let smtp_sender_name = l
+            .optional("FERROBASE_SMTP_SENDER_NAME")
+            .unwrap_or_else(|| "Ferrobase".into());
+        let secs_or_off = |v: u64| (v > 0).then(|| Duration::from_secs(v));
+        let sessions_timebox = secs_or_off(l.parse_or("FERROBASE_SESSIONS_TIMEBOX", 0u64));
+        let sessions_inactivity_timeout =
+            secs_or_off(l.parse_or("FERROBASE_SESSIONS_INACTIVITY_TIMEOUT", 0u64));
+        let mfa_issuer = l.optional("FERROBASE_MFA_ISSUER").filter(|s| !s.is_empty());
+        let mfa_max_factors = l.parse_or("FERROBASE_MFA_MAX_ENROLLED_FACTORS", 10usize);
         let config = Self {
             service,
             site_url,
             external_url,
             jwt_exp,
+            jwt_aud,
+            admin_roles,
             disable_signup,
             autoconfirm,
             anonymous_users,
             password_min_length,
+            password_required_characters,
             bcrypt_cost,
+            refresh_token_reuse_interval,
+            redirect_allow_list,
+            mailer_otp_exp,
+            mailer_otp_length,
+            smtp_max_frequency,
+            secure_email_change,
+            secure_password_change,
+            outbox_dir,
+            smtp,
+            smtp_admin_email,
+            smtp_sender_name,
+            sessions_timebox,
+            sessions_inactivity_timeout,
+            mfa_issuer,
+            mfa_max_factors,
         };
         l.finish(config)
     }
@@ -63,5 +233,60 @@ impl AuthConfig {
     /// The `iss` claim of access tokens.
     pub fn issuer(&self) -> String {
         format!("{}/auth/v1", self.external_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Env {
+        Env::from_pairs([
+            ("FERROBASE_DB_URL", "postgres://localhost/x"),
+            (
+                "FERROBASE_JWT_SECRET",
+                "a-secret-that-is-long-enough-for-the-check",
+            ),
+        ])
+    }
+
+    #[test]
+    fn defaults_follow_the_documentation() {
+        let c = AuthConfig::from_env(&base()).unwrap();
+        assert_eq!(c.bcrypt_cost, 10);
+        assert_eq!(c.refresh_token_reuse_interval, Duration::from_secs(10));
+        assert_eq!(c.mailer_otp_exp, Duration::from_secs(86400));
+        assert_eq!(c.admin_roles, ["service_role", "supabase_admin"]);
+        assert_eq!(c.jwt_aud, "authenticated");
+        assert!(c.smtp.is_none() && c.outbox_dir.is_none());
+        assert!(c.secure_email_change);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let env = base()
+            .with("FERROBASE_BCRYPT_COST", "3")
+            .with("FERROBASE_PASSWORD_MIN_LENGTH", "2")
+            .with("FERROBASE_MAILER_OTP_LENGTH", "4")
+            .with("FERROBASE_REFRESH_TOKEN_REUSE_INTERVAL", "soon");
+        let err = AuthConfig::from_env(&env).unwrap_err().to_string();
+        for name in [
+            "FERROBASE_BCRYPT_COST",
+            "FERROBASE_PASSWORD_MIN_LENGTH",
+            "FERROBASE_MAILER_OTP_LENGTH",
+            "FERROBASE_REFRESH_TOKEN_REUSE_INTERVAL",
+        ] {
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn smtp_password_never_prints() {
+        let env = base()
+            .with("FERROBASE_SMTP_HOST", "mail")
+            .with("FERROBASE_SMTP_PASS", "hunter2-secret");
+        let c = AuthConfig::from_env(&env).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.smtp.unwrap().port, 25);
     }
 }

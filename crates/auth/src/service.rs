@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::ApiRequest;
 use crate::config::AuthConfig;
+use crate::mailer::Mailer;
 use crate::routes;
 
 /// What every request shares.
@@ -19,15 +20,18 @@ pub struct State {
     pub pool: Pool,
     /// The public JSON Web Key Set (`{"keys": [...]}`); empty with HS256 signing.
     pub public_jwks: Value,
+    pub mailer: Mailer,
 }
 
 impl State {
-    pub fn new(config: AuthConfig, pool: Pool) -> Self {
-        Self {
+    pub fn new(config: AuthConfig, pool: Pool) -> anyhow::Result<Self> {
+        let mailer = Mailer::new(&config)?;
+        Ok(Self {
             config,
             pool,
             public_jwks: json!({"keys": []}),
-        }
+            mailer,
+        })
     }
 }
 

@@ -41,7 +41,7 @@ impl Application {
             ferrobase_common::bootstrap::run(&mut client).await?;
             ferrobase_common::migrate::apply(&mut client, "auth", MIGRATIONS).await?;
         }
-        let state = Arc::new(State::new(config, pool));
+        let state = Arc::new(State::new(config, pool)?);
         Ok(Self {
             listener,
             metrics,

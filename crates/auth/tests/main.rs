@@ -1,6 +1,13 @@
 //! Auth service integration tests against a real PostgreSQL.
 
+mod admin;
+mod email;
+mod login;
+mod mfa;
+mod signup;
 mod support;
+mod tokens;
+mod user;
 
 use serde_json::json;
 use support::*;
@@ -83,4 +90,44 @@ async fn migrations_are_idempotent_and_safe_for_replicas_starting_together() {
     ] {
         assert!(columns.iter().any(|x| x == c), "auth.users lacks {c}");
     }
+}
+
+#[tokio::test]
+async fn unfinished_endpoints_answer_501_naming_them() {
+    let auth = spawn(&[]).await;
+    for (method, path, named) in [
+        ("GET", "/authorize?provider=github", "/authorize"),
+        ("GET", "/callback", "/callback"),
+        ("POST", "/token?grant_type=id_token", "id_token"),
+    ] {
+        let r = auth.anon(method, path, Some(json!({}))).await;
+        assert_eq!(r.status, 501, "{path}");
+        assert_eq!(r.body["code"], "not_implemented");
+        assert!(
+            r.body["message"].as_str().unwrap().contains(named),
+            "{path}: {:?}",
+            r.body
+        );
+    }
+    let r = auth
+        .anon("POST", "/sso", Some(json!({"domain": "x.com"})))
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body["code"], "saml_provider_disabled");
+    let session = auth.sign_up("links@example.com", "password-1").await;
+    let at = session["access_token"].as_str().unwrap();
+    let r = auth
+        .user(
+            "GET",
+            "/user/identities/authorize?provider=github&skip_http_redirect=true",
+            None,
+            at,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.body["code"], "manual_linking_disabled");
+    let r = auth.anon("GET", "/user/identities/authorize", None).await;
+    assert_eq!(r.status, 401);
+    let r = auth.anon("DELETE", "/signup", None).await;
+    assert_eq!(r.status, 405);
 }

@@ -1,6 +1,8 @@
 //! Test support: an auth service on port 0 over a fresh database of the
 //! private PostgreSQL, called over real gRPC the way the gateway calls it.
 
+mod smtp;
+
 use std::time::Duration;
 
 use ferrobase_auth::{Application, AuthConfig};
@@ -14,9 +16,13 @@ use serde_json::Value;
 use tonic::transport::{Channel, Endpoint};
 use tower_layer::Layer as _;
 
+pub use smtp::SmtpSink;
+
 pub struct TestAuth {
     pub db: TestDatabase,
     pub port: u16,
+    /// The development outbox the service writes mails to.
+    pub outbox: tempfile::TempDir,
     client: AuthClient<ClientContext<Channel>>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -63,6 +69,15 @@ pub async fn spawn(extra: &[(&str, &str)]) -> TestAuth {
 
 /// Starts the service on `db` with exactly `env`.
 pub async fn spawn_on(db: TestDatabase, env: Env) -> TestAuth {
+    let outbox = tempfile::tempdir().unwrap_or_else(|e| panic!("outbox dir: {e}"));
+    let env = if env.get("FERROBASE_AUTH_OUTBOX_DIR").is_some() {
+        env
+    } else {
+        env.with(
+            "FERROBASE_AUTH_OUTBOX_DIR",
+            outbox.path().to_string_lossy().into_owned(),
+        )
+    };
     let config = AuthConfig::from_env(&env).unwrap_or_else(|e| panic!("config: {e}"));
     let app = Application::build(config)
         .await
@@ -79,6 +94,7 @@ pub async fn spawn_on(db: TestDatabase, env: Env) -> TestAuth {
     TestAuth {
         db,
         port,
+        outbox,
         client,
         _stop: stop,
     }
@@ -154,4 +170,140 @@ impl TestAuth {
 pub fn anon_ctx() -> AuthContext {
     let claims = serde_json::json!({"role": "anon", "iss": "ferrobase"});
     AuthContext::from_claims(claims)
+}
+
+/// The context the gateway forwards for the service_role API key.
+pub fn service_ctx() -> AuthContext {
+    AuthContext::from_claims(serde_json::json!({"role": "service_role", "iss": "ferrobase"}))
+}
+
+/// The context the gateway forwards for `Authorization: Bearer <token>`:
+/// verified with the project secret, or carrying why it failed.
+pub fn bearer_ctx(token: &str) -> AuthContext {
+    let store = ferrobase_common::jwt::KeyStore::with_secret(JWT_SECRET.as_bytes());
+    match store.verify(token) {
+        Ok(claims) => AuthContext::from_claims(claims),
+        Err(e) => {
+            let mut ctx = anon_ctx();
+            ctx.token_error = Some(e.to_string());
+            ctx
+        }
+    }
+}
+
+/// A mail the service wrote to the outbox.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct OutboxMail {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub kind: String,
+    pub link: String,
+    pub otp: String,
+    pub token_hash: String,
+    pub redirect_to: String,
+}
+
+/// The claims of a JWT, unverified (the service signed it; tests inspect it).
+pub fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap_or_else(|e| panic!("jwt payload: {e}"));
+    serde_json::from_slice(&raw).unwrap_or_else(|e| panic!("jwt payload json: {e}"))
+}
+
+impl TestAuth {
+    /// A call with a user's access token, as the gateway forwards it.
+    pub async fn user(&self, method: &str, path: &str, body: Option<Value>, token: &str) -> Reply {
+        let bearer = format!("Bearer {token}");
+        self.call(
+            method,
+            path,
+            body,
+            bearer_ctx(token),
+            &[("authorization", &bearer)],
+        )
+        .await
+    }
+
+    /// A call with the service_role key as bearer.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let key = ferrobase_testkit::api_key("service_role");
+        self.user(method, path, body, &key).await
+    }
+
+    /// Every mail in the outbox, oldest first.
+    pub fn mails(&self) -> Vec<OutboxMail> {
+        let mut names: Vec<_> = std::fs::read_dir(self.outbox.path())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+            .iter()
+            .map(|p| {
+                let raw = std::fs::read(p).unwrap_or_else(|e| panic!("reading mail: {e}"));
+                serde_json::from_slice(&raw).unwrap_or_else(|e| panic!("mail json: {e}"))
+            })
+            .collect()
+    }
+
+    /// The newest mail to `to`.
+    pub fn last_mail_to(&self, to: &str) -> OutboxMail {
+        self.mails()
+            .into_iter()
+            .rev()
+            .find(|m| m.to == to)
+            .unwrap_or_else(|| panic!("no mail to {to}"))
+    }
+
+    /// Signs up with email and password (autoconfirm on) and returns the session.
+    pub async fn sign_up(&self, email: &str, password: &str) -> Value {
+        let r = self
+            .anon(
+                "POST",
+                "/signup",
+                Some(serde_json::json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "signup: {:?}", r.body);
+        r.body
+    }
+
+    /// Signs in with email and password and returns the session.
+    pub async fn sign_in(&self, email: &str, password: &str) -> Value {
+        let r = self
+            .anon(
+                "POST",
+                "/token?grant_type=password",
+                Some(serde_json::json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "sign in: {:?}", r.body);
+        r.body
+    }
+
+    /// Exchanges a refresh token.
+    pub async fn refresh(&self, token: &str) -> Reply {
+        self.anon(
+            "POST",
+            "/token?grant_type=refresh_token",
+            Some(serde_json::json!({"refresh_token": token})),
+        )
+        .await
+    }
+}
+
+/// A string field of a JSON value.
+pub fn s(v: &Value, key: &str) -> String {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string in {v}"))
+        .to_owned()
 }

@@ -1,0 +1,439 @@
+//! Access tokens, sessions and refresh tokens (reference sections 5 and 6).
+//!
+//! Refresh tokens are random strings handed to the client once; the database
+//! keeps only their SHA-256, so `token` and `parent` in `auth.refresh_tokens`
+//! hold hashes. Refreshing one session is serialized by a row lock on its
+//! `auth.sessions` row.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use secrecy::ExposeSecret as _;
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::api::ApiError;
+use crate::crypto;
+use crate::models::{self, INSTANCE_ID, User};
+use crate::service::State;
+
+/// Characters of a refresh token.
+const REFRESH_TOKEN_LEN: usize = 32;
+/// How long refreshes of one session wait for each other before answering 409.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// One entry of the `amr` claim.
+#[derive(Debug, Clone, Serialize)]
+pub struct Amr {
+    pub method: String,
+    pub timestamp: i64,
+}
+
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    iss: String,
+    sub: String,
+    aud: &'a str,
+    exp: i64,
+    iat: i64,
+    email: &'a str,
+    phone: &'a str,
+    app_metadata: &'a Value,
+    user_metadata: &'a Value,
+    role: &'a str,
+    aal: &'a str,
+    amr: &'a [Amr],
+    session_id: String,
+    is_anonymous: bool,
+}
+
+/// A session as issued to a client.
+pub struct Issued {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+    pub expires_at: i64,
+}
+
+impl Issued {
+    /// The Session object, with `user` as given.
+    pub fn to_json(&self, user: Value) -> Value {
+        json!({
+            "access_token": self.access_token,
+            "token_type": "bearer",
+            "expires_in": self.expires_in,
+            "expires_at": self.expires_at,
+            "refresh_token": self.refresh_token,
+            "user": user,
+        })
+    }
+}
+
+/// Signs an access token for `user` in `session_id`.
+pub fn mint_access_token(
+    state: &State,
+    user: &User,
+    session_id: Uuid,
+    aal: &str,
+    amr: &[Amr],
+) -> Result<(String, i64), ApiError> {
+    let iat = Utc::now().timestamp();
+    let exp = iat + state.config.jwt_exp.as_secs() as i64;
+    let role = if user.role.is_empty() {
+        "authenticated"
+    } else {
+        &user.role
+    };
+    let claims = AccessClaims {
+        iss: state.config.issuer(),
+        sub: user.id.to_string(),
+        aud: &user.aud,
+        exp,
+        iat,
+        email: &user.email,
+        phone: &user.phone,
+        app_metadata: &user.app_metadata,
+        user_metadata: &user.user_metadata,
+        role,
+        aal,
+        amr,
+        session_id: session_id.to_string(),
+        is_anonymous: user.is_anonymous,
+    };
+    let secret = state.config.service.jwt.secret.expose_secret();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(ApiError::internal)?;
+    Ok((token, exp))
+}
+
+async fn insert_refresh_token(
+    db: &impl GenericClient,
+    user: Uuid,
+    session: Uuid,
+    parent: Option<&str>,
+) -> Result<String, ApiError> {
+    let token = crypto::random_alnum(REFRESH_TOKEN_LEN);
+    db.execute(
+        "insert into auth.refresh_tokens
+           (instance_id, token, user_id, revoked, created_at, updated_at, parent, session_id)
+         values ($1, $2, $3, false, now(), now(), $4, $5)",
+        &[
+            &INSTANCE_ID,
+            &crypto::sha256_hex(&token),
+            &user.to_string(),
+            &parent,
+            &session,
+        ],
+    )
+    .await?;
+    Ok(token)
+}
+
+/// The `amr` claim of a session, newest first.
+pub async fn session_amr(db: &impl GenericClient, session: Uuid) -> Result<Vec<Amr>, ApiError> {
+    let rows = db
+        .query(
+            "select authentication_method, updated_at from auth.mfa_amr_claims
+             where session_id = $1 order by updated_at desc",
+            &[&session],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Amr {
+            method: r.get(0),
+            timestamp: r.get::<_, DateTime<Utc>>(1).timestamp(),
+        })
+        .collect())
+}
+
+/// Records that `session` was authenticated by `method` now.
+pub async fn add_amr(db: &impl GenericClient, session: Uuid, method: &str) -> Result<(), ApiError> {
+    db.execute(
+        "insert into auth.mfa_amr_claims (id, session_id, created_at, updated_at, authentication_method)
+         values (gen_random_uuid(), $1, now(), now(), $2)
+         on conflict (session_id, authentication_method) do update set updated_at = now()",
+        &[&session, &method],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Client details recorded on a session.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Starts a session for `user` authenticated by `method` and issues its tokens.
+/// Also records the sign-in time. Runs on `db` (a transaction when the caller has one).
+pub async fn issue_session(
+    state: &State,
+    db: &impl GenericClient,
+    user_id: Uuid,
+    method: &str,
+    client: &ClientInfo,
+) -> Result<(Issued, User), ApiError> {
+    let session = Uuid::new_v4();
+    let ip: Option<std::net::IpAddr> = client.ip.as_deref().and_then(|ip| ip.parse().ok());
+    db.execute(
+        "update auth.users set last_sign_in_at = now(), updated_at = now() where id = $1",
+        &[&user_id],
+    )
+    .await?;
+    let timebox = state.config.sessions_timebox.map(|d| d.as_secs_f64());
+    db.execute(
+        "insert into auth.sessions (id, user_id, created_at, updated_at, aal, refreshed_at,
+           user_agent, ip, not_after)
+         values ($1, $2, now(), now(), 'aal1', now() at time zone 'utc', $3, $4::text::inet,
+           now() + make_interval(secs => $5::float8))",
+        &[
+            &session,
+            &user_id,
+            &client.user_agent,
+            &ip.map(|i| i.to_string()),
+            &timebox,
+        ],
+    )
+    .await?;
+    add_amr(db, session, method).await?;
+    let user = models::user_by_id(db, user_id)
+        .await?
+        .ok_or_else(|| ApiError::internal("user vanished while signing in"))?;
+    let refresh = insert_refresh_token(db, user_id, session, None).await?;
+    let amr = session_amr(db, session).await?;
+    let (access, exp) = mint_access_token(state, &user, session, "aal1", &amr)?;
+    Ok((
+        Issued {
+            access_token: access,
+            refresh_token: refresh,
+            expires_in: state.config.jwt_exp.as_secs(),
+            expires_at: exp,
+        },
+        user,
+    ))
+}
+
+/// A fresh access token and refresh token for an existing session (after MFA
+/// raised its level): the old tokens of the session are revoked.
+pub async fn reissue_session(
+    state: &State,
+    db: &impl GenericClient,
+    user: &User,
+    session: Uuid,
+) -> Result<Issued, ApiError> {
+    // The newest live token becomes the parent, so a client still holding it
+    // gets the reuse interval rather than a revoked session.
+    let parent: Option<String> = db
+        .query_opt(
+            "select token from auth.refresh_tokens where session_id = $1 and not revoked
+             order by id desc limit 1",
+            &[&session],
+        )
+        .await?
+        .and_then(|r| r.get(0));
+    db.execute(
+        "update auth.refresh_tokens set revoked = true, updated_at = now()
+         where session_id = $1 and not revoked",
+        &[&session],
+    )
+    .await?;
+    let refresh = insert_refresh_token(db, user.id, session, parent.as_deref()).await?;
+    let aal: String = db
+        .query_one(
+            "select coalesce(aal::text, 'aal1') from auth.sessions where id = $1",
+            &[&session],
+        )
+        .await?
+        .get(0);
+    let amr = session_amr(db, session).await?;
+    let (access, exp) = mint_access_token(state, user, session, &aal, &amr)?;
+    Ok(Issued {
+        access_token: access,
+        refresh_token: refresh,
+        expires_in: state.config.jwt_exp.as_secs(),
+        expires_at: exp,
+    })
+}
+
+fn refresh_not_found() -> ApiError {
+    ApiError::new(
+        400,
+        "refresh_token_not_found",
+        "Invalid Refresh Token: Refresh Token Not Found",
+    )
+}
+
+fn done(result: Result<(Issued, User), ApiError>) -> Attempt {
+    Attempt::Done(Box::new(result))
+}
+
+enum Attempt {
+    Done(Box<Result<(Issued, User), ApiError>>),
+    Contended,
+}
+
+/// `grant_type=refresh_token`: rotates `token` and answers the new session.
+pub async fn refresh(state: &State, token: &str) -> Result<(Issued, User), ApiError> {
+    if token.is_empty() || token.len() > 255 {
+        return Err(refresh_not_found());
+    }
+    let hash = crypto::sha256_hex(token);
+    let started = Instant::now();
+    loop {
+        match try_refresh(state, &hash).await? {
+            Attempt::Done(result) => return *result,
+            Attempt::Contended if started.elapsed() < LOCK_WAIT => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Attempt::Contended => {
+                return Err(ApiError::new(
+                    409,
+                    "conflict",
+                    "Too many concurrent token refresh requests on the same session or refresh token",
+                ));
+            }
+        }
+    }
+}
+
+fn is_contention(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::LOCK_NOT_AVAILABLE
+            || *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+async fn try_refresh(state: &State, hash: &str) -> Result<Attempt, ApiError> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute("set local lock_timeout = '1s'").await?;
+    let Some(row) = tx
+        .query_opt(
+            "select session_id from auth.refresh_tokens where token = $1",
+            &[&hash],
+        )
+        .await?
+    else {
+        return Ok(done(Err(refresh_not_found())));
+    };
+    let Some(session) = row.get::<_, Option<Uuid>>(0) else {
+        return Ok(done(Err(refresh_not_found())));
+    };
+    let locked = tx
+        .query_opt(
+            "select user_id, coalesce(aal::text, 'aal1'), not_after,
+                    coalesce(refreshed_at at time zone 'utc', created_at)
+             from auth.sessions where id = $1 for update",
+            &[&session],
+        )
+        .await;
+    let session_row = match locked {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(done(Err(refresh_not_found()))),
+        Err(e) if is_contention(&e) => return Ok(Attempt::Contended),
+        Err(e) => return Err(e.into()),
+    };
+    let user_id: Uuid = session_row.get(0);
+    let aal: String = session_row.get(1);
+    let not_after: Option<DateTime<Utc>> = session_row.get(2);
+    let last_refresh: Option<DateTime<Utc>> = session_row.get(3);
+    if let (Some(limit), Some(last)) = (state.config.sessions_inactivity_timeout, last_refresh)
+        && Utc::now() > last + chrono::Duration::from_std(limit).unwrap_or_default()
+    {
+        return Ok(done(Err(ApiError::new(
+            400,
+            "session_expired",
+            "Invalid Refresh Token: Session Expired (Inactivity)",
+        ))));
+    }
+    if not_after.is_some_and(|t| t < Utc::now()) {
+        return Ok(done(Err(ApiError::new(
+            400,
+            "session_expired",
+            "Invalid Refresh Token: Session Expired",
+        ))));
+    }
+    // Read again under the session lock: another refresh may have rotated it meanwhile.
+    let token_row = tx
+        .query_one(
+            "select revoked, updated_at,
+                    exists(select 1 from auth.refresh_tokens c where c.parent = t.token and not c.revoked),
+                    exists(select 1 from auth.refresh_tokens c where c.parent = t.token)
+             from auth.refresh_tokens t where token = $1",
+            &[&hash],
+        )
+        .await?;
+    let revoked: bool = token_row.get::<_, Option<bool>>(0).unwrap_or(false);
+    let revoked_at: Option<DateTime<Utc>> = token_row.get(1);
+    let has_unused_child: bool = token_row.get(2);
+    // Only rotation gives a token children; one revoked with its whole session
+    // after a reuse has none and never comes back.
+    let was_rotated: bool = token_row.get(3);
+    let Some(user) = models::user_by_id(&tx, user_id).await? else {
+        return Ok(done(Err(refresh_not_found())));
+    };
+    if user.is_banned() {
+        return Ok(done(Err(ApiError::new(
+            400,
+            "user_banned",
+            "Invalid Refresh Token: User Banned",
+        ))));
+    }
+    if revoked {
+        let interval = chrono::Duration::from_std(state.config.refresh_token_reuse_interval)
+            .unwrap_or_default();
+        let within = was_rotated && revoked_at.is_some_and(|t| Utc::now() <= t + interval);
+        if !(within || has_unused_child) {
+            // A token that was rotated long ago came back: assume it leaked and
+            // end every token of the session.
+            tx.execute(
+                "update auth.refresh_tokens set revoked = true, updated_at = now()
+                 where session_id = $1 and not revoked",
+                &[&session],
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::warn!(%session, "refresh token reused after rotation; session tokens revoked");
+            return Ok(done(Err(ApiError::new(
+                400,
+                "refresh_token_already_used",
+                "Invalid Refresh Token: Already Used",
+            ))));
+        }
+    } else {
+        tx.execute(
+            "update auth.refresh_tokens set revoked = true, updated_at = now() where token = $1",
+            &[&hash],
+        )
+        .await?;
+    }
+    let new_token = insert_refresh_token(&tx, user_id, session, Some(hash)).await?;
+    tx.execute(
+        "update auth.sessions set refreshed_at = now() at time zone 'utc', updated_at = now()
+         where id = $1",
+        &[&session],
+    )
+    .await?;
+    let amr = session_amr(&tx, session).await?;
+    let (access, exp) = mint_access_token(state, &user, session, &aal, &amr)?;
+    tx.commit().await?;
+    Ok(done(Ok((
+        Issued {
+            access_token: access,
+            refresh_token: new_token,
+            expires_in: state.config.jwt_exp.as_secs(),
+            expires_at: exp,
+        },
+        user,
+    ))))
+}
