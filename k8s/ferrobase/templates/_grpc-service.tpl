@@ -1,5 +1,5 @@
 {{/*
-The shape every Ferrobase gRPC service shares (auth now; rest, storage,
+The shape every Ferrobase gRPC service shares (auth and rest now; storage,
 realtime and meta later): a ConfigMap, a Deployment, a ClusterIP Service and a
 `helm test` pod. A service's directory under templates/ calls these with
 (dict "root" $ "component" "<service>") and adds its HPA and PDB.
@@ -10,7 +10,11 @@ and applies its own migrations at start under an advisory lock, so replicas
 may start together.
 */}}
 
-{{/* ConfigMap: the non-secret environment of a gRPC service. */}}
+{{/*
+ConfigMap: the non-secret environment of a gRPC service. An optional "env"
+dict in the context adds the service's own variables; an empty value is left
+out, so the service applies its default.
+*/}}
 {{- define "ferrobase.grpcService.configmap" -}}
 {{- $values := index .root.Values .component }}
 apiVersion: v1
@@ -24,6 +28,11 @@ data:
   FERROBASE_GRPC_ADDR: {{ printf "0.0.0.0:%v" $values.grpcPort | quote }}
   {{- with $values.config.dbPoolSize }}
   FERROBASE_DB_POOL_SIZE: {{ . | quote }}
+  {{- end }}
+  {{- range $name, $value := .env | default dict }}
+  {{- if ne (toString $value) "" }}
+  {{ $name }}: {{ $value | quote }}
+  {{- end }}
   {{- end }}
 {{- end }}
 
