@@ -42,7 +42,6 @@ const HOP_BY_HOP: [&str; 9] = [
 /// What every request handler shares.
 pub struct AppState {
     pub keys: Arc<Keys>,
-    pub upstreams: Upstreams,
     pub limiter: Option<RateLimiter>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
@@ -55,6 +54,7 @@ pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    upstreams: web::Data<Upstreams>,
 ) -> HttpResponse {
     let request_id = req
         .extensions()
@@ -105,9 +105,18 @@ pub async fn forward(
         remote_addr: ip.to_string(),
     };
     let result = if surface == Surface::Storage {
-        relay_streaming(&state, head, payload, ctx, request_id.clone()).await
+        relay_streaming(&state, &upstreams, head, payload, ctx, request_id.clone()).await
     } else {
-        relay_buffered(surface, &state, head, payload, ctx, request_id.clone()).await
+        relay_buffered(
+            surface,
+            &state,
+            &upstreams,
+            head,
+            payload,
+            ctx,
+            request_id.clone(),
+        )
+        .await
     };
     result.unwrap_or_else(fail)
 }
@@ -115,6 +124,7 @@ pub async fn forward(
 async fn relay_buffered(
     surface: Surface,
     state: &AppState,
+    upstreams: &Upstreams,
     head: HttpRequestHead,
     payload: web::Payload,
     ctx: AuthContext,
@@ -134,7 +144,7 @@ async fn relay_buffered(
     request.extensions_mut().insert(ctx);
     request.extensions_mut().insert(request_id);
     let call = async {
-        let up = &state.upstreams;
+        let up = upstreams;
         match surface {
             Surface::Auth => match up.auth.clone() {
                 Some(mut c) => Some(c.handle(request).await),
@@ -161,13 +171,14 @@ async fn relay_buffered(
 
 async fn relay_streaming(
     state: &AppState,
+    upstreams: &Upstreams,
     head: HttpRequestHead,
     mut payload: web::Payload,
     ctx: AuthContext,
     request_id: RequestId,
 ) -> Result<HttpResponse, EdgeError> {
     let surface = Surface::Storage;
-    let Some(mut client) = state.upstreams.storage.clone() else {
+    let Some(mut client) = upstreams.storage.clone() else {
         return Err(EdgeError::not_configured(surface));
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<HttpRequestPart>(4);

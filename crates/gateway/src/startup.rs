@@ -63,15 +63,23 @@ impl Application {
         };
         let state = web::Data::new(AppState {
             keys: keys.clone(),
-            upstreams: upstreams.clone(),
             limiter,
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout,
             trust_forwarded_for: config.trust_forwarded_for,
         });
+        let (urls, connect_timeout) = (config.upstreams.clone(), config.connect_timeout);
         let server = HttpServer::new(move || {
+            // Each worker thread gets its own channels, so a call and its
+            // connection run on one thread instead of hopping between runtimes.
+            let upstreams = Upstreams::new(&urls, connect_timeout).unwrap_or_else(|e| {
+                // Unreachable: the same URLs were accepted above.
+                tracing::error!(error = %e, "building service clients failed");
+                Upstreams::default()
+            });
             App::new()
                 .app_data(state.clone())
+                .app_data(web::Data::new(upstreams))
                 .wrap(from_fn(cors::middleware))
                 .wrap(from_fn(request::middleware))
                 .configure(routes)
@@ -138,7 +146,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health));
     for surface in Surface::SERVICES {
         cfg.service(web::scope(surface.prefix()).default_service(web::to(
-            move |req, payload, state| proxy::forward(surface, req, payload, state),
+            move |req, payload, state, upstreams| {
+                proxy::forward(surface, req, payload, state, upstreams)
+            },
         )));
     }
 }
