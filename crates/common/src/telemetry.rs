@@ -76,6 +76,11 @@ pub fn install(
         .with(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
+                // Per-poll timing, thread and source attributes cost a clock read
+                // and allocations on every request; spans keep names, fields and timing.
+                .with_tracked_inactivity(false)
+                .with_threads(false)
+                .with_location(false)
                 .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
         )
         .try_init()

@@ -1,0 +1,7 @@
+//! Test modules, one per surface.
+
+mod hostile;
+mod read;
+mod rpc;
+mod schema;
+mod write;

@@ -1,0 +1,255 @@
+//! Functions under `/rpc`.
+
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn calls_functions_by_named_arguments() {
+    let t = spawn().await;
+    let r = t
+        .call("POST", "/rpc/add", Some(r#"{"a": 1, "b": 2}"#), anon(), &[])
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text, "3");
+    let r = t
+        .call("POST", "/rpc/add", Some(r#"{"a": 1}"#), anon(), &[])
+        .await;
+    assert_eq!(r.body, json!(11));
+    let r = t.get("/rpc/add?a=4&b=5").await;
+    assert_eq!(r.body, json!(9));
+    let r = t.get("/rpc/add?a=4&b=5&bogus=eq.1").await;
+    assert_error(&r, 400, "42703");
+    let r = t.call("POST", "/rpc/status", Some("{}"), anon(), &[]).await;
+    assert_eq!(r.text, "\"OFFLINE\"");
+    let r = t
+        .call(
+            "POST",
+            "/rpc/echo",
+            Some(r#"{"x": [1, {"y": null}]}"#),
+            anon(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.body, json!({"x": [1, {"y": null}]}));
+    let r = t.call("POST", "/rpc/noop", Some("{}"), anon(), &[]).await;
+    assert_eq!(r.status, 204);
+    assert!(r.text.is_empty());
+    let r = t
+        .call(
+            "POST",
+            "/rpc/project_by_id",
+            Some(r#"{"pid": 3}"#),
+            anon(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.body, json!({"id": 3, "name": "IOS", "client_id": 2}));
+    let r = t
+        .call(
+            "POST",
+            "/rpc/whoami",
+            Some("{}"),
+            user("00000000-0000-4000-8000-000000000001"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        r.body,
+        json!("authenticated:00000000-0000-4000-8000-000000000001:POST")
+    );
+}
+
+#[tokio::test]
+async fn set_returning_functions_filter_order_embed_and_count() {
+    let t = spawn().await;
+    let r = t
+        .get("/rpc/get_projects?min_id=2&select=id,name&order=id.desc&id=lt.5")
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.body,
+        json!([{"id": 4, "name": "OSX"}, {"id": 3, "name": "IOS"}, {"id": 2, "name": "Windows 10"}])
+    );
+    let r = t
+        .call(
+            "POST",
+            "/rpc/get_projects?select=id,clients(name)&limit=1&order=id",
+            Some(r#"{"min_id": 3}"#),
+            anon(),
+            &[("prefer", "count=exact")],
+        )
+        .await;
+    assert_eq!(r.body, json!([{"id": 3, "clients": {"name": "Apple"}}]));
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("0-0/3"));
+    let r = t.get("/rpc/numbers?n=3").await;
+    assert_eq!(r.body, json!([1, 2, 3]));
+    let r = t
+        .get_with(
+            "/rpc/get_projects?min_id=5",
+            &[("accept", "application/vnd.pgrst.object+json")],
+        )
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"id": 5, "name": "Orphan", "client_id": null})
+    );
+}
+
+#[tokio::test]
+async fn function_resolution_errors() {
+    let t = spawn().await;
+    let r = t
+        .call("POST", "/rpc/add", Some(r#"{"x": 1}"#), anon(), &[])
+        .await;
+    assert_error(&r, 404, "PGRST202");
+    assert_eq!(
+        r.body["message"],
+        "Could not find the function public.add(x) in the schema cache"
+    );
+    assert_eq!(
+        r.body["details"],
+        "Searched for the function public.add with parameters x or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache."
+    );
+    let r = t
+        .call("POST", "/rpc/missing", Some("{}"), anon(), &[])
+        .await;
+    assert_error(&r, 404, "PGRST202");
+    assert_eq!(
+        r.body["message"],
+        "Could not find the function public.missing without parameters in the schema cache"
+    );
+    assert_eq!(r.body["hint"], serde_json::Value::Null);
+    let r = t
+        .call("POST", "/rpc/ad", Some(r#"{"a": 1}"#), anon(), &[])
+        .await;
+    assert_eq!(
+        r.body["hint"],
+        "Perhaps you meant to call the function public.add"
+    );
+    let r = t
+        .call("POST", "/rpc/overloaded", Some(r#"{"a": 1}"#), anon(), &[])
+        .await;
+    assert_error(&r, 300, "PGRST203");
+    assert_eq!(
+        r.body["message"],
+        "Could not choose the best candidate function between: public.overloaded(a => integer), public.overloaded(a => text)"
+    );
+    let r = t.call("PATCH", "/rpc/add", Some("{}"), anon(), &[]).await;
+    assert_error(&r, 405, "PGRST101");
+    assert_eq!(r.body["message"], "Cannot use the PATCH method on RPC");
+}
+
+#[tokio::test]
+async fn volatile_functions_write_only_over_post() {
+    let t = spawn().await;
+    let r = t
+        .call(
+            "POST",
+            "/rpc/new_client",
+            Some(r#"{"id": 7, "name": "Seven"}"#),
+            service(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, json!({"id": 7, "name": "Seven"}));
+    let r = t
+        .call(
+            "GET",
+            "/rpc/new_client?id=8&name=Eight",
+            None,
+            service(),
+            &[],
+        )
+        .await;
+    assert_error(&r, 405, "25006");
+    assert_eq!(
+        t.sql("select id from clients where id > 2 order by id")
+            .await,
+        json!([{"id": 7}])
+    );
+}
+
+#[tokio::test]
+async fn response_overrides_and_raised_errors() {
+    let t = spawn().await;
+    let r = t.call("POST", "/rpc/teapot", Some("{}"), anon(), &[]).await;
+    assert_eq!(r.status, 418, "{r:?}");
+    assert_eq!(r.header("x-brew"), Some("earl grey"));
+    assert_eq!(r.body, json!("short and stout"));
+    let r = t
+        .call("POST", "/rpc/fail_payment", Some("{}"), anon(), &[])
+        .await;
+    assert_eq!(r.status, 402);
+    assert_eq!(
+        r.body,
+        json!({"code": "123", "details": "Quota exceeded", "hint": "Upgrade", "message": "Payment Required"})
+    );
+    assert_eq!(r.header("x-powered-by"), Some("Ferrobase"));
+    let r = t
+        .call("POST", "/rpc/raise_plain", Some("{}"), anon(), &[])
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"code": "P0001", "details": null, "hint": "try again", "message": "custom failure"})
+    );
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn raw_bodies_reach_single_unnamed_parameters() {
+    let t = spawn_with(
+        "create function vsum(variadic nums int[]) returns int language sql immutable as $$ select sum(n)::int from unnest(nums) n $$;
+         create function shout(text) returns text language sql immutable as $$ select upper($1) $$;
+         create function byte_len(bytea) returns int language sql immutable as $$ select length($1) $$;",
+        &[],
+    )
+    .await;
+    let r = t
+        .call(
+            "POST",
+            "/rpc/shout",
+            Some("hello, {world}"),
+            anon(),
+            &[("content-type", "text/plain")],
+        )
+        .await;
+    assert_eq!(r.body, json!("HELLO, {WORLD}"), "{r:?}");
+    let r = t
+        .call(
+            "POST",
+            "/rpc/byte_len",
+            Some("\u{1}\u{2}\u{3}"),
+            anon(),
+            &[("content-type", "application/octet-stream")],
+        )
+        .await;
+    assert_eq!(r.body, json!(3), "{r:?}");
+    let r = t
+        .call(
+            "POST",
+            "/rpc/add",
+            Some("1"),
+            anon(),
+            &[("content-type", "text/plain")],
+        )
+        .await;
+    assert_error(&r, 404, "PGRST202");
+    // Variadic arguments: an array in JSON, a repeated parameter over GET.
+    let r = t
+        .call(
+            "POST",
+            "/rpc/vsum",
+            Some(r#"{"nums": [1, 2, 3]}"#),
+            anon(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.body, json!(6), "{r:?}");
+    let r = t.get("/rpc/vsum?nums=1&nums=2&nums=3").await;
+    assert_eq!(r.body, json!(6), "{r:?}");
+    let r = t.get("/rpc/vsum?nums=5").await;
+    assert_eq!(r.body, json!(5), "{r:?}");
+}
