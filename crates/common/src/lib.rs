@@ -14,6 +14,7 @@ pub mod health;
 pub mod jwt;
 pub mod metrics;
 pub mod migrate;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wire;
