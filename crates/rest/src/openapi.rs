@@ -122,7 +122,10 @@ pub fn document(cache: &SchemaCache, schema: &str, exposed: &[String], visible: 
         .collect();
     fns.sort_by(|a, b| a.0.1.cmp(&b.0.1));
     for ((_, name), overloads) in fns {
-        let Some(f) = overloads.first() else { continue };
+        // Only what `/rpc` can call (functions of unnamed arguments mostly are not).
+        let Some(f) = overloads.iter().find(|f| f.rpc_callable()) else {
+            continue;
+        };
         let mut props = Map::new();
         let mut required = Vec::new();
         for a in f.inputs().filter(|a| !a.name.is_empty()) {

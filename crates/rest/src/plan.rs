@@ -156,6 +156,20 @@ pub struct Node<'a> {
     pub embeds: Vec<Embed<'a>>,
     /// Output key names, in order.
     pub names: Vec<String>,
+    /// Embedding depth: 0 for the request's own relation.
+    pub depth: usize,
+}
+
+impl Node<'_> {
+    /// The relation's name in error messages: PostgREST aliases an embedded
+    /// relation `<name>_<depth>`.
+    fn error_name(&self) -> String {
+        if self.depth == 0 {
+            self.source.name.clone()
+        } else {
+            format!("{}_{}", self.source.name, self.depth)
+        }
+    }
 }
 
 /// Builds query trees against one schema cache version.
@@ -163,6 +177,7 @@ pub struct Planner<'a> {
     pub cache: &'a SchemaCache,
     pub aggregates: bool,
     counter: usize,
+    depth: usize,
 }
 
 fn undefined_column(rel: &str, col: &str) -> ApiError {
@@ -175,6 +190,7 @@ impl<'a> Planner<'a> {
             cache,
             aggregates,
             counter: 0,
+            depth: 0,
         }
     }
 
@@ -202,6 +218,7 @@ impl<'a> Planner<'a> {
             offset: None,
             embeds: Vec::new(),
             names: Vec::new(),
+            depth: self.depth,
         };
         let mut seen: HashSet<String> = HashSet::new();
         let mut push_name = |node: &mut Node<'a>, name: &str| -> bool {
@@ -298,6 +315,7 @@ impl<'a> Planner<'a> {
                         [SelectItem::Column { field, alias: None, cast: None, agg: None, .. }]
                             if field.name == "count" && field.path.is_empty()
                     ) && !columns.iter().any(|c| c.name == "count");
+                    self.depth += 1;
                     let child = if legacy_count {
                         let allowed = std::mem::replace(&mut self.aggregates, true);
                         let child = self.node(
@@ -310,10 +328,12 @@ impl<'a> Planner<'a> {
                             }],
                         );
                         self.aggregates = allowed;
-                        child?
+                        child
                     } else {
-                        self.node(child_alias, source, from, items)?
+                        self.node(child_alias, source, from, items)
                     };
+                    self.depth -= 1;
+                    let child = child?;
                     // A key named after an FK column keeps that name.
                     let key = alias.clone().unwrap_or_else(|| name.clone());
                     let output = !items.is_empty();
@@ -356,7 +376,7 @@ impl<'a> Planner<'a> {
         {
             return Ok(());
         }
-        Err(undefined_column(&node.source.name, &field.name))
+        Err(undefined_column(&node.error_name(), &field.name))
     }
 
     /// Resolves the relationship `name` (with an optional hint) from `parent`.
@@ -435,14 +455,18 @@ impl<'a> Planner<'a> {
             None => true,
             Some(h) => (!self_ref && fk.name == h) || fk.columns.iter().any(|c| c == h),
         };
+        // Without a hint, a constraint name or the parent's single FK column also
+        // names the embed, but only when the target is not a view (as in PostgREST).
+        let is_view = |t: &Table| matches!(t.kind.as_str(), "v" | "m");
         for fk in &cache.foreign_keys {
             let self_ref = fk.schema == fk.ref_schema && fk.table == fk.ref_table;
-            // Parent holds the key: to the referenced table, or by FK column name.
-            if same(&fk.schema, &fk.table) && !self_ref {
-                let by_table = fk.ref_table == name && hint_fk(fk, false);
-                let by_column = hint.is_none() && fk.columns.len() == 1 && fk.columns[0] == name;
-                if (by_table || by_column)
-                    && let Some(target) = cache.table(&fk.ref_schema, &fk.ref_table)
+            // Parent holds the key: to the referenced table, or by constraint or FK column name.
+            if same(&fk.schema, &fk.table) {
+                let by_table = !self_ref && fk.ref_table == name && hint_fk(fk, false);
+                let by_key = hint.is_none()
+                    && (fk.name == name || (fk.columns.len() == 1 && fk.columns[0] == name));
+                if let Some(target) = cache.table(&fk.ref_schema, &fk.ref_table)
+                    && (by_table || (by_key && !is_view(target)))
                 {
                     let cardinality = if cache.is_unique(&fk.schema, &fk.table, &fk.columns) {
                         Cardinality::OneToOne
@@ -458,9 +482,9 @@ impl<'a> Planner<'a> {
             }
             // Child holds the key.
             if same(&fk.ref_schema, &fk.ref_table)
-                && fk.table == name
-                && hint_fk(fk, self_ref)
                 && let Some(target) = cache.table(&fk.schema, &fk.table)
+                && ((fk.table == name && hint_fk(fk, self_ref))
+                    || (hint.is_none() && fk.name == name && !is_view(target)))
             {
                 let cardinality =
                     if !self_ref && cache.is_unique(&fk.schema, &fk.table, &fk.columns) {
@@ -636,7 +660,7 @@ impl Renderer<'_> {
         {
             format!("{}({})", qualified(&f.schema, &f.name), ident(&node.alias))
         } else {
-            return Err(undefined_column(&node.source.name, &field.name));
+            return Err(undefined_column(&node.error_name(), &field.name));
         };
         let mut sql = base;
         for step in &field.path {
@@ -1091,10 +1115,12 @@ impl Renderer<'_> {
             }
             Media::Csv => {
                 let header: Vec<String> = names.iter().map(|n| csv_field(n)).collect();
-                let value = "case when \"pgrst_v\" is null then '' when \"pgrst_v\" ~ '[\",\\r\\n]' then '\"' || replace(\"pgrst_v\", '\"', '\"\"') || '\"' else \"pgrst_v\" end";
                 let header = self.params.bind(header.join(","));
+                // Each line is the row's composite text without its parentheses, as
+                // PostgREST renders it: values with spaces, commas, quotes, parentheses
+                // or backslashes are quoted, NULL is empty and '' is `""`.
                 format!(
-                    "{header}::text || coalesce(E'\\n' || string_agg((select string_agg({value}, ',') from json_each_text(row_to_json(\"pgrst_t\")) as \"pgrst_e\"(\"pgrst_k\", \"pgrst_v\")), E'\\n'), '')"
+                    "{header}::text || coalesce(E'\\n' || string_agg(substr(\"pgrst_t\"::text, 2, length(\"pgrst_t\"::text) - 2), E'\\n'), '')"
                 )
             }
             _ => format!("coalesce(json_agg({row}), '[]')::text"),

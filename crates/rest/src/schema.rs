@@ -116,6 +116,26 @@ impl Function {
         self.return_type == "void"
     }
 
+    /// True when `/rpc` may call the function: every input is named, or its
+    /// only input is an unnamed `json`, `jsonb`, `text`, `xml` or `bytea`
+    /// that takes the whole body (as PostgREST's schema cache does).
+    pub fn rpc_callable(&self) -> bool {
+        let inputs: Vec<&Arg> = self.inputs().collect();
+        match inputs.as_slice() {
+            [only] if only.name.is_empty() => matches!(
+                only.type_name.as_str(),
+                "json" | "jsonb" | "text" | "xml" | "bytea"
+            ),
+            _ => inputs.iter().all(|a| !a.name.is_empty()),
+        }
+    }
+
+    /// True when the function's only input is unnamed.
+    pub fn single_unnamed_input(&self) -> bool {
+        let mut inputs = self.inputs();
+        matches!((inputs.next(), inputs.next()), (Some(a), None) if a.name.is_empty())
+    }
+
     /// True when the function returns rows with columns (a table-like result).
     pub fn returns_rows(&self) -> bool {
         !self.return_columns.is_empty()
@@ -204,9 +224,11 @@ impl SchemaCache {
         closest(
             name,
             self.functions
-                .keys()
-                .filter(|(s, n)| s == schema && n != name)
-                .map(|(_, n)| n.as_str()),
+                .iter()
+                .filter(|((s, n), fs)| {
+                    s == schema && n != name && fs.iter().any(Function::rpc_callable)
+                })
+                .map(|((_, n), _)| n.as_str()),
         )
     }
 
@@ -505,7 +527,11 @@ select n.nspname::text, c.relname::text, c.relkind::text, obj_description(c.oid,
   coalesce((
     select json_agg(json_build_object(
       'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
-      'nullable', not a.attnotnull, 'default', pg_get_expr(d.adbin, d.adrelid),
+      'nullable', not a.attnotnull, 'default', case
+        when a.attidentity = 'd' then format('nextval(%L::regclass)',
+          pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname))
+        when a.attgenerated = 's' then null
+        else pg_get_expr(d.adbin, d.adrelid) end,
       'description', col_description(c.oid, a.attnum)) order by a.attnum)
     from pg_attribute a
     left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum

@@ -13,9 +13,14 @@ fn choose_function<'c>(
     keys: &[String],
     post: bool,
 ) -> Result<(&'c Function, bool), ApiError> {
-    let all = cache.functions(schema, name);
+    let all: Vec<&Function> = cache
+        .functions(schema, name)
+        .iter()
+        .filter(|f| f.rpc_callable())
+        .collect();
     let matches: Vec<&Function> = all
         .iter()
+        .copied()
         .filter(|f| {
             let names: Vec<&str> = f.inputs().map(|a| a.name.as_str()).collect();
             keys.iter().all(|k| names.contains(&k.as_str()))
@@ -25,19 +30,22 @@ fn choose_function<'c>(
         })
         .collect();
     match matches.len() {
-        1 => return Ok((matches[0], false)),
+        1 => return Ok((matches[0], matches[0].single_unnamed_input())),
         0 => {}
         _ => {
-            let sigs: Vec<String> = matches
+            // Fewest arguments first, then by signature text (as PostgREST lists them).
+            let mut sigs: Vec<(usize, String)> = matches
                 .iter()
                 .map(|f| {
                     let args: Vec<String> = f
                         .inputs()
                         .map(|a| format!("{} => {}", a.name, a.type_name))
                         .collect();
-                    format!("{schema}.{name}({})", args.join(", "))
+                    (args.len(), format!("{schema}.{name}({})", args.join(", ")))
                 })
                 .collect();
+            sigs.sort();
+            let sigs: Vec<String> = sigs.into_iter().map(|(_, s)| s).collect();
             return Err(ApiError::new(
                 300,
                 "PGRST203",
@@ -50,6 +58,7 @@ fn choose_function<'c>(
     if post {
         let single: Vec<&Function> = all
             .iter()
+            .copied()
             .filter(|f| {
                 let inputs: Vec<_> = f.inputs().collect();
                 inputs.len() == 1
@@ -66,10 +75,10 @@ fn choose_function<'c>(
     } else {
         format!("({})", keys.join(", "))
     };
-    let params_txt = if keys.is_empty() {
-        "without parameters".to_owned()
-    } else {
-        format!("with parameters {}", keys.join(", "))
+    let params_txt = match keys.len() {
+        0 => "without parameters".to_owned(),
+        1 => format!("with parameter {}", keys[0]),
+        _ => format!("with parameters {}", keys.join(", ")),
     };
     let e = ApiError::new(
         404,
@@ -385,7 +394,13 @@ pub(super) async fn rpc(ctx: &Ctx<'_>, name: &str) -> Result<HttpResponse, ApiEr
         };
         let mut resp = Response::new(200)
             .body(ctx.content_type(), body.into())
-            .header("content-range", "0-0/*".to_owned());
+            .header(
+                "content-range",
+                format!(
+                    "0-0/{}",
+                    resolve_total(ctx, &out).map_or_else(|| "*".to_owned(), |t| t.to_string())
+                ),
+            );
         if let Some(a) = ctx.applied(&[]) {
             resp = resp.header("preference-applied", a);
         }

@@ -395,14 +395,20 @@ async fn write_rows(
             qualified(&table.schema, &table.name)
         )
     } else {
+        // With `missing=default`, every row evaluates every listed column's default
+        // (as PostgREST does, so sequences advance alike) and uses it where the
+        // row's object lacks the key.
+        let default_of = |c: &String| table.column(c).and_then(|col| col.default.clone());
         let values: Vec<String> = if ctx.prefer.missing_default {
             cols.iter()
-                .map(|c| {
+                .enumerate()
+                .map(|(i, c)| {
                     let key = r.params.bind(c.clone());
-                    let default = table
-                        .column(c)
-                        .and_then(|col| col.default.clone())
-                        .unwrap_or_else(|| "null".into());
+                    let default = if default_of(c).is_some() {
+                        format!("\"pgrst_d\".\"pgrst_d{i}\"")
+                    } else {
+                        "null".to_owned()
+                    };
                     format!(
                         "case when \"pgrst_j\"::jsonb ? {key}::text then (json_populate_record(null::{}, \"pgrst_j\")).{} else {default} end",
                         qualified(&table.schema, &table.name),
@@ -417,7 +423,19 @@ async fn write_rows(
                 .collect()
         };
         let from = if ctx.prefer.missing_default {
-            format!("json_array_elements({data}::json) as \"pgrst_e\"(\"pgrst_j\")")
+            let mut defaults: Vec<String> = cols
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| default_of(c).map(|d| format!("{d} as \"pgrst_d{i}\"")))
+                .collect();
+            if defaults.is_empty() {
+                defaults.push("1 as \"pgrst_none\"".to_owned());
+            }
+            // The lateral refers to the row, so it runs once per row.
+            format!(
+                "json_array_elements({data}::json) as \"pgrst_e\"(\"pgrst_j\") cross join lateral (select {} from (select \"pgrst_j\") as \"pgrst_r\") as \"pgrst_d\"",
+                defaults.join(", ")
+            )
         } else {
             format!(
                 "json_populate_recordset(null::{}, {data}::json) as \"pgrst_body\"",

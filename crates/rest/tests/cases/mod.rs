@@ -1,5 +1,6 @@
 //! Test modules, one per surface.
 
+mod client_compat;
 mod hostile;
 mod read;
 mod rpc;

@@ -110,7 +110,7 @@ async fn function_resolution_errors() {
     );
     assert_eq!(
         r.body["details"],
-        "Searched for the function public.add with parameters x or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache."
+        "Searched for the function public.add with parameter x or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache."
     );
     let r = t
         .call("POST", "/rpc/missing", Some("{}"), anon(), &[])
