@@ -58,6 +58,10 @@ pub fn extract_trace_context(headers: &HeaderMap) -> opentelemetry::Context {
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
 }
 
+/// The largest gRPC message a Ferrobase client or server accepts or sends
+/// (buffered request and response bodies travel as one message).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Client side: copies the [`AuthContext`] and [`RequestId`] found in a
 /// request's extensions, and the current trace context, into its metadata.
 #[derive(Debug, Clone, Copy, Default)]

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ferrobase_common::grpc::{ClientContext, ClientContextLayer};
+use ferrobase_common::grpc::{ClientContext, ClientContextLayer, MAX_MESSAGE_BYTES};
 use ferrobase_proto::auth::v1::auth_client::AuthClient;
 use ferrobase_proto::meta::v1::meta_client::MetaClient;
 use ferrobase_proto::rest::v1::rest_client::RestClient;
@@ -15,9 +15,6 @@ use tonic::transport::{Channel, Endpoint};
 use tower_layer::Layer as _;
 
 use crate::config::UpstreamUrls;
-
-/// The largest gRPC message exchanged with a service.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A channel that carries the caller's context.
 pub type ContextChannel = ClientContext<Channel>;

@@ -4,44 +4,33 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use ferrobase_common::config::{ConfigErrors, Env, ServiceConfig};
+use ferrobase_common::grpc::MAX_MESSAGE_BYTES;
+use ferrobase_common::service::{self, Listeners, Service};
 use ferrobase_proto::rest::v1::rest_server::RestServer;
 use secrecy::ExposeSecret as _;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::RestConfig;
 use crate::handler::State;
 use crate::schema::{Cache, install_watch};
 use crate::service::RestService;
 
-/// The largest gRPC message the service accepts or sends.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
 /// A built service, listening but not yet serving.
 pub struct Application {
-    listener: TcpListener,
-    metrics: Option<TcpListener>,
+    listeners: Listeners,
     state: Arc<State>,
 }
 
 impl Application {
     /// Binds the listeners, applies the database bootstrap and loads the schema cache.
     pub async fn build(config: RestConfig) -> anyhow::Result<Self> {
-        let addr = config.service.grpc_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding the gRPC listener on {addr}: {e}"))?;
-        let metrics = match config.service.process.metrics_addr {
-            Some(addr) => Some(ferrobase_common::metrics::bind(addr).await?),
-            None => None,
-        };
-        let pool = ferrobase_common::db::pool(&config.service.database, "ferrobase-rest")?;
+        let listeners = Listeners::bind(&config.service).await?;
+        let pool = service::connect(&config.service, "ferrobase-rest").await?;
         {
-            let mut client = pool
+            let client = pool
                 .get()
                 .await
                 .map_err(|e| anyhow::anyhow!("connecting to the database: {e}"))?;
-            ferrobase_common::bootstrap::run(&mut client).await?;
             install_watch(&client).await;
         }
         let cache = Arc::new(Cache::new(pool.clone(), config.schemas.clone()).await?);
@@ -50,16 +39,12 @@ impl Application {
             pool,
             cache,
         });
-        Ok(Self {
-            listener,
-            metrics,
-            state,
-        })
+        Ok(Self { listeners, state })
     }
 
     /// The gRPC port (useful when built with port 0).
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.listeners.port()
     }
 
     /// Serves until `stop` resolves, then drains within the configured grace.
@@ -67,10 +52,7 @@ impl Application {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let token = CancellationToken::new();
-        if let Some(listener) = self.metrics {
-            tokio::spawn(ferrobase_common::metrics::serve(listener, token.clone()));
-        }
+        let (listener, token) = self.listeners.start(stop);
         let url = self
             .state
             .config
@@ -84,19 +66,37 @@ impl Application {
             url,
             token.clone(),
         ));
-        let trigger = token.clone();
-        tokio::spawn(async move {
-            stop.await;
-            trigger.cancel();
-        });
         let grace = self.state.config.service.process.shutdown_grace;
         let service = RestServer::new(RestService::new(self.state.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let result =
-            ferrobase_common::grpc::serve(self.listener, service, token.clone(), grace).await;
+        let result = ferrobase_common::grpc::serve(listener, service, token.clone(), grace).await;
         token.cancel();
         self.state.pool.close();
         result
+    }
+}
+
+impl Service for Application {
+    const NAME: &'static str = "ferrobase-rest";
+    type Config = RestConfig;
+
+    fn load(env: &Env) -> Result<RestConfig, ConfigErrors> {
+        RestConfig::from_env(env)
+    }
+    fn service_config(config: &RestConfig) -> &ServiceConfig {
+        &config.service
+    }
+    fn build(config: RestConfig) -> impl Future<Output = anyhow::Result<Self>> + Send {
+        Application::build(config)
+    }
+    fn port(&self) -> u16 {
+        Application::port(self)
+    }
+    fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        Application::run_until_stopped(self, stop)
     }
 }
