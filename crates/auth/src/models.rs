@@ -308,8 +308,9 @@ impl From<deadpool_postgres::PoolError> for ApiError {
 /// The user with `id`, whatever its audience.
 pub async fn user_by_id(db: &impl GenericClient, id: Uuid) -> Result<Option<User>, ApiError> {
     let sql = format!("select {USER_COLUMNS} from auth.users where id = $1");
+    let select = db.prepare_cached(&sql).await?;
     Ok(db
-        .query_opt(&sql, &[&id])
+        .query_opt(&select, &[&id])
         .await?
         .map(|r| User::from_row(&r)))
 }
@@ -360,14 +361,14 @@ pub async fn email_taken(
 }
 
 pub async fn identities(db: &impl GenericClient, user_id: Uuid) -> Result<Vec<Identity>, ApiError> {
-    let rows = db
-        .query(
+    let select = db
+        .prepare_cached(
             "select id, provider_id, user_id, identity_data, provider, last_sign_in_at,
                     created_at, updated_at, email
              from auth.identities where user_id = $1 order by created_at",
-            &[&user_id],
         )
         .await?;
+    let rows = db.query(&select, &[&user_id]).await?;
     Ok(rows
         .iter()
         .map(|r| Identity {
@@ -388,14 +389,14 @@ pub async fn factors(db: &impl GenericClient, user_id: Uuid) -> Result<Vec<Facto
     let sql = format!(
         "select {FACTOR_COLUMNS} from auth.mfa_factors where user_id = $1 order by created_at"
     );
-    let rows = db.query(&sql, &[&user_id]).await?;
+    let select = db.prepare_cached(&sql).await?;
+    let rows = db.query(&select, &[&user_id]).await?;
     Ok(rows.iter().map(Factor::from_row).collect())
 }
 
 /// The full user object of `user`: identities and factors loaded.
 pub async fn user_json(db: &impl GenericClient, user: &User) -> Result<Value, ApiError> {
-    let ids = identities(db, user.id).await?;
-    let fs = factors(db, user.id).await?;
+    let (ids, fs) = tokio::try_join!(identities(db, user.id), factors(db, user.id))?;
     Ok(user.to_json(Some(&ids), &fs))
 }
 

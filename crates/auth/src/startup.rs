@@ -3,55 +3,40 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use ferrobase_common::config::{ConfigErrors, Env, ServiceConfig};
+use ferrobase_common::grpc::MAX_MESSAGE_BYTES;
+use ferrobase_common::service::{self, Listeners, Service};
 use ferrobase_proto::auth::v1::auth_server::AuthServer;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::AuthConfig;
 use crate::migrations::MIGRATIONS;
 use crate::service::{AuthService, State};
 
-/// The largest gRPC message the service accepts or sends.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
 /// A built service, listening but not yet serving.
 pub struct Application {
-    listener: TcpListener,
-    metrics: Option<TcpListener>,
+    listeners: Listeners,
     state: Arc<State>,
 }
 
 impl Application {
     /// Binds the listeners, then applies the database bootstrap and the `auth` migrations.
     pub async fn build(config: AuthConfig) -> anyhow::Result<Self> {
-        let addr = config.service.grpc_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding the gRPC listener on {addr}: {e}"))?;
-        let metrics = match config.service.process.metrics_addr {
-            Some(addr) => Some(ferrobase_common::metrics::bind(addr).await?),
-            None => None,
-        };
-        let pool = ferrobase_common::db::pool(&config.service.database, "ferrobase-auth")?;
+        let listeners = Listeners::bind(&config.service).await?;
+        let pool = service::connect(&config.service, "ferrobase-auth").await?;
         {
             let mut client = pool
                 .get()
                 .await
                 .map_err(|e| anyhow::anyhow!("connecting to the database: {e}"))?;
-            ferrobase_common::bootstrap::run(&mut client).await?;
             ferrobase_common::migrate::apply(&mut client, "auth", MIGRATIONS).await?;
         }
         let state = Arc::new(State::new(config, pool)?);
-        Ok(Self {
-            listener,
-            metrics,
-            state,
-        })
+        Ok(Self { listeners, state })
     }
 
     /// The gRPC port (useful when built with port 0).
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.listeners.port()
     }
 
     /// Serves until `stop` resolves, then drains within the configured grace.
@@ -59,23 +44,38 @@ impl Application {
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let token = CancellationToken::new();
-        if let Some(listener) = self.metrics {
-            tokio::spawn(ferrobase_common::metrics::serve(listener, token.clone()));
-        }
-        let trigger = token.clone();
-        tokio::spawn(async move {
-            stop.await;
-            trigger.cancel();
-        });
+        let (listener, token) = self.listeners.start(stop);
         let grace = self.state.config.service.process.shutdown_grace;
         let service = AuthServer::new(AuthService::new(self.state.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let result =
-            ferrobase_common::grpc::serve(self.listener, service, token.clone(), grace).await;
+        let result = ferrobase_common::grpc::serve(listener, service, token.clone(), grace).await;
         token.cancel();
         self.state.pool.close();
         result
+    }
+}
+
+impl Service for Application {
+    const NAME: &'static str = "ferrobase-auth";
+    type Config = AuthConfig;
+
+    fn load(env: &Env) -> Result<AuthConfig, ConfigErrors> {
+        AuthConfig::from_env(env)
+    }
+    fn service_config(config: &AuthConfig) -> &ServiceConfig {
+        &config.service
+    }
+    fn build(config: AuthConfig) -> impl Future<Output = anyhow::Result<Self>> + Send {
+        Application::build(config)
+    }
+    fn port(&self) -> u16 {
+        Application::port(self)
+    }
+    fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        Application::run_until_stopped(self, stop)
     }
 }

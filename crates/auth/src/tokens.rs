@@ -119,10 +119,15 @@ async fn insert_refresh_token(
     parent: Option<&str>,
 ) -> Result<String, ApiError> {
     let token = crypto::random_alnum(REFRESH_TOKEN_LEN);
+    let insert = db
+        .prepare_cached(
+            "insert into auth.refresh_tokens
+               (instance_id, token, user_id, revoked, created_at, updated_at, parent, session_id)
+             values ($1, $2, $3, false, now(), now(), $4, $5)",
+        )
+        .await?;
     db.execute(
-        "insert into auth.refresh_tokens
-           (instance_id, token, user_id, revoked, created_at, updated_at, parent, session_id)
-         values ($1, $2, $3, false, now(), now(), $4, $5)",
+        &insert,
         &[
             &INSTANCE_ID,
             &crypto::sha256_hex(&token),
@@ -137,13 +142,13 @@ async fn insert_refresh_token(
 
 /// The `amr` claim of a session, newest first.
 pub async fn session_amr(db: &impl GenericClient, session: Uuid) -> Result<Vec<Amr>, ApiError> {
-    let rows = db
-        .query(
+    let select = db
+        .prepare_cached(
             "select authentication_method, updated_at from auth.mfa_amr_claims
              where session_id = $1 order by updated_at desc",
-            &[&session],
         )
         .await?;
+    let rows = db.query(&select, &[&session]).await?;
     Ok(rows
         .iter()
         .map(|r| Amr {
@@ -271,17 +276,18 @@ fn refresh_not_found() -> ApiError {
     )
 }
 
-fn done(result: Result<(Issued, User), ApiError>) -> Attempt {
+fn done(result: Result<(Issued, Value), ApiError>) -> Attempt {
     Attempt::Done(Box::new(result))
 }
 
 enum Attempt {
-    Done(Box<Result<(Issued, User), ApiError>>),
+    Done(Box<Result<(Issued, Value), ApiError>>),
     Contended,
 }
 
-/// `grant_type=refresh_token`: rotates `token` and answers the new session.
-pub async fn refresh(state: &State, token: &str) -> Result<(Issued, User), ApiError> {
+/// `grant_type=refresh_token`: rotates `token` and answers the new session
+/// and the full user object.
+pub async fn refresh(state: &State, token: &str) -> Result<(Issued, Value), ApiError> {
     if token.is_empty() || token.len() > 255 {
         return Err(refresh_not_found());
     }
@@ -313,40 +319,67 @@ fn is_contention(e: &tokio_postgres::Error) -> bool {
     })
 }
 
+/// Locks a refresh token (by its hash) and its session, without waiting (a
+/// refresh of the same session in flight makes the caller retry shortly),
+/// and reads the user: its columns first, then the session's and the token's.
+static LOCK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let user_columns = models::USER_COLUMNS
+        .split(',')
+        .map(|c| format!("u.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "select {user_columns}, s.id, coalesce(s.aal::text, 'aal1'), s.not_after,
+                coalesce(s.refreshed_at at time zone 'utc', s.created_at), t.revoked
+         from auth.refresh_tokens t
+         join auth.sessions s on s.id = t.session_id
+         join auth.users u on u.id = s.user_id
+         where t.token = $1
+         for update of s, t nowait"
+    )
+});
+/// The state of a revoked refresh token, read under the locks.
+const TOKEN_STATE_SQL: &str = "select updated_at,
+        exists(select 1 from auth.refresh_tokens c where c.parent = t.token and not c.revoked),
+        exists(select 1 from auth.refresh_tokens c where c.parent = t.token)
+ from auth.refresh_tokens t where token = $1";
+
+/// Rotates: revokes the token `$1` (unless it already is), touches the
+/// session `$5` and inserts the child token `$3`, in one statement.
+const ROTATE_SQL: &str = "with revoked as (
+   update auth.refresh_tokens set revoked = true, updated_at = now()
+   where token = $1 and revoked is not true
+ ), touched as (
+   update auth.sessions set refreshed_at = now() at time zone 'utc', updated_at = now()
+   where id = $5
+ )
+ insert into auth.refresh_tokens
+   (instance_id, token, user_id, revoked, created_at, updated_at, parent, session_id)
+ values ($2, $3, $4, false, now(), now(), $1, $5)";
+
+/// One attempt at rotating the token whose hash is `hash`. The statements are
+/// prepared once per connection and the independent ones are pipelined, so a
+/// refresh costs four round trips to the database: begin, lock and read the
+/// user, read the rest and rotate, commit.
 async fn try_refresh(state: &State, hash: &str) -> Result<Attempt, ApiError> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    tx.batch_execute("set local lock_timeout = '1s'").await?;
-    let Some(row) = tx
-        .query_opt(
-            "select session_id from auth.refresh_tokens where token = $1",
-            &[&hash],
-        )
-        .await?
-    else {
-        return Ok(done(Err(refresh_not_found())));
-    };
-    let Some(session) = row.get::<_, Option<Uuid>>(0) else {
-        return Ok(done(Err(refresh_not_found())));
-    };
-    let locked = tx
-        .query_opt(
-            "select user_id, coalesce(aal::text, 'aal1'), not_after,
-                    coalesce(refreshed_at at time zone 'utc', created_at)
-             from auth.sessions where id = $1 for update",
-            &[&session],
-        )
-        .await;
-    let session_row = match locked {
+    let lock = tx.prepare_cached(&LOCK_SQL).await?;
+    let row = match tx.query_opt(&lock, &[&hash]).await {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(done(Err(refresh_not_found()))),
         Err(e) if is_contention(&e) => return Ok(Attempt::Contended),
         Err(e) => return Err(e.into()),
     };
-    let user_id: Uuid = session_row.get(0);
-    let aal: String = session_row.get(1);
-    let not_after: Option<DateTime<Utc>> = session_row.get(2);
-    let last_refresh: Option<DateTime<Utc>> = session_row.get(3);
+    let user = User::from_row(&row);
+    let user_id = user.id;
+    // The session's columns follow the user's.
+    let at = models::USER_COLUMNS.split(',').count();
+    let session: Uuid = row.get(at);
+    let aal: String = row.get(at + 1);
+    let not_after: Option<DateTime<Utc>> = row.get(at + 2);
+    let last_refresh: Option<DateTime<Utc>> = row.get(at + 3);
+    let revoked: bool = row.get::<_, Option<bool>>(at + 4).unwrap_or(false);
     if let (Some(limit), Some(last)) = (state.config.sessions_inactivity_timeout, last_refresh)
         && Utc::now() > last + chrono::Duration::from_std(limit).unwrap_or_default()
     {
@@ -363,25 +396,6 @@ async fn try_refresh(state: &State, hash: &str) -> Result<Attempt, ApiError> {
             "Invalid Refresh Token: Session Expired",
         ))));
     }
-    // Read again under the session lock: another refresh may have rotated it meanwhile.
-    let token_row = tx
-        .query_one(
-            "select revoked, updated_at,
-                    exists(select 1 from auth.refresh_tokens c where c.parent = t.token and not c.revoked),
-                    exists(select 1 from auth.refresh_tokens c where c.parent = t.token)
-             from auth.refresh_tokens t where token = $1",
-            &[&hash],
-        )
-        .await?;
-    let revoked: bool = token_row.get::<_, Option<bool>>(0).unwrap_or(false);
-    let revoked_at: Option<DateTime<Utc>> = token_row.get(1);
-    let has_unused_child: bool = token_row.get(2);
-    // Only rotation gives a token children; one revoked with its whole session
-    // after a reuse has none and never comes back.
-    let was_rotated: bool = token_row.get(3);
-    let Some(user) = models::user_by_id(&tx, user_id).await? else {
-        return Ok(done(Err(refresh_not_found())));
-    };
     if user.is_banned() {
         return Ok(done(Err(ApiError::new(
             400,
@@ -390,12 +404,19 @@ async fn try_refresh(state: &State, hash: &str) -> Result<Attempt, ApiError> {
         ))));
     }
     if revoked {
+        // Rare: a rotated token came back. Within the reuse interval (or while
+        // its child is unused) it still works; otherwise assume it leaked and
+        // end every token of the session.
+        let token_row = tx.query_one(TOKEN_STATE_SQL, &[&hash]).await?;
+        let revoked_at: Option<DateTime<Utc>> = token_row.get(0);
+        let has_unused_child: bool = token_row.get(1);
+        // Only rotation gives a token children; one revoked with its whole
+        // session after a reuse has none and never comes back.
+        let was_rotated: bool = token_row.get(2);
         let interval = chrono::Duration::from_std(state.config.refresh_token_reuse_interval)
             .unwrap_or_default();
         let within = was_rotated && revoked_at.is_some_and(|t| Utc::now() <= t + interval);
         if !(within || has_unused_child) {
-            // A token that was rotated long ago came back: assume it leaked and
-            // end every token of the session.
             tx.execute(
                 "update auth.refresh_tokens set revoked = true, updated_at = now()
                  where session_id = $1 and not revoked",
@@ -410,21 +431,26 @@ async fn try_refresh(state: &State, hash: &str) -> Result<Attempt, ApiError> {
                 "Invalid Refresh Token: Already Used",
             ))));
         }
-    } else {
-        tx.execute(
-            "update auth.refresh_tokens set revoked = true, updated_at = now() where token = $1",
-            &[&hash],
-        )
-        .await?;
     }
-    let new_token = insert_refresh_token(&tx, user_id, session, Some(hash)).await?;
-    tx.execute(
-        "update auth.sessions set refreshed_at = now() at time zone 'utc', updated_at = now()
-         where id = $1",
-        &[&session],
-    )
-    .await?;
-    let amr = session_amr(&tx, session).await?;
+    // Read what the session object needs and rotate in one flight.
+    let rotate = tx.prepare_cached(ROTATE_SQL).await?;
+    let new_token = crypto::random_alnum(REFRESH_TOKEN_LEN);
+    let new_hash = crypto::sha256_hex(&new_token);
+    let user_text = user_id.to_string();
+    let (amr, identities, factors, _) = tokio::try_join!(
+        session_amr(&tx, session),
+        models::identities(&tx, user_id),
+        models::factors(&tx, user_id),
+        async {
+            Ok::<_, ApiError>(
+                tx.execute(
+                    &rotate,
+                    &[&hash, &INSTANCE_ID, &new_hash, &user_text, &session],
+                )
+                .await?,
+            )
+        },
+    )?;
     let (access, exp) = mint_access_token(state, &user, session, &aal, &amr)?;
     tx.commit().await?;
     Ok(done(Ok((
@@ -434,6 +460,6 @@ async fn try_refresh(state: &State, hash: &str) -> Result<Attempt, ApiError> {
             expires_in: state.config.jwt_exp.as_secs(),
             expires_at: exp,
         },
-        user,
+        user.to_json(Some(&identities), &factors),
     ))))
 }

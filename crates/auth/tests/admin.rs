@@ -239,10 +239,26 @@ async fn list_paginates_with_headers_auth_js_parses() {
     assert_eq!(r.status, 200, "unknown sorts fall back to the default");
     let r = auth.admin("GET", "/admin/users?filter=%25", None).await;
     assert_eq!(r.body["users"].as_array().unwrap().len(), 0, "% is literal");
+    // As GoTrue (and the auth-js suite): what is not a non-negative integer is refused.
+    for bad in ["page=-1&per_page=10", "page=1&per_page=abc"] {
+        let r = auth
+            .admin("GET", &format!("/admin/users?{bad}"), None)
+            .await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.body["code"], "validation_failed");
+        assert!(
+            r.body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Bad Pagination Parameters"),
+            "{:?}",
+            r.body
+        );
+    }
     let r = auth
-        .admin("GET", "/admin/users?page=-1&per_page=abc", None)
+        .admin("GET", "/admin/users?page=0&per_page=0", None)
         .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 200, "0 is the default");
 }
 
 #[tokio::test]

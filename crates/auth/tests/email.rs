@@ -540,3 +540,39 @@ async fn a_failing_smtp_relay_fails_the_signup_without_keeping_the_user() {
         .get(0);
     assert_eq!(n, 0);
 }
+
+#[tokio::test]
+async fn phone_codes_are_refused_as_expired_once_the_number_is_well_formed() {
+    let auth = spawn(&[]).await;
+    let r = auth
+        .anon(
+            "POST",
+            "/verify",
+            Some(json!({"type": "sms", "phone": "12345", "token": "123456"})),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(r.body["code"], "otp_expired");
+    assert_eq!(r.body["message"], "Token has expired or is invalid");
+    let r = auth
+        .anon(
+            "POST",
+            "/verify",
+            Some(json!({"type": "phone_change", "phone": "+1 555 0100", "token": "123456"})),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = auth
+        .anon(
+            "POST",
+            "/verify",
+            Some(json!({"type": "sms", "phone": "not-a-number", "token": "123456"})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["code"], "validation_failed");
+    assert_eq!(
+        r.body["message"],
+        "Invalid phone number format (E.164 required)"
+    );
+}

@@ -1,6 +1,7 @@
 //! Auth service integration tests against a real PostgreSQL.
 
 mod admin;
+mod concurrency;
 mod email;
 mod login;
 mod mfa;
@@ -98,7 +99,6 @@ async fn unfinished_endpoints_answer_501_naming_them() {
     for (method, path, named) in [
         ("GET", "/authorize?provider=github", "/authorize"),
         ("GET", "/callback", "/callback"),
-        ("POST", "/token?grant_type=id_token", "id_token"),
     ] {
         let r = auth.anon(method, path, Some(json!({}))).await;
         assert_eq!(r.status, 501, "{path}");
@@ -109,6 +109,20 @@ async fn unfinished_endpoints_answer_501_naming_them() {
             r.body
         );
     }
+    // No OpenID Connect provider is configured: id_token sign-ins say so.
+    let r = auth
+        .anon(
+            "POST",
+            "/token?grant_type=id_token",
+            Some(json!({"provider": "google", "id_token": "x", "nonce": "n"})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["code"], "provider_disabled");
+    assert_eq!(
+        r.body["message"],
+        "Provider (issuer \"https://accounts.google.com\") is not enabled"
+    );
     let r = auth
         .anon("POST", "/sso", Some(json!({"domain": "x.com"})))
         .await;

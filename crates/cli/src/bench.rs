@@ -1,4 +1,5 @@
-//! `ferrobase bench gateway`: what the gateway hop costs.
+//! `ferrobase bench gateway`: what the gateway hop costs; `ferrobase bench auth`:
+//! the auth service's throughput (see [`auth`]).
 //!
 //! The same minimal call, the auth service's `GET /health`, is driven at a fixed
 //! concurrency twice in one run: through the gateway over HTTP (API key check,
@@ -42,23 +43,24 @@ impl Sample {
     }
 }
 
-/// Runs `connections` workers calling `call` until `duration` has passed.
+/// Runs `connections` workers calling `call` (with the worker's index) until
+/// `duration` has passed.
 async fn drive<F, Fut>(connections: usize, duration: Duration, call: F) -> Sample
 where
-    F: Fn() -> Fut + Send + Sync + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
     let call = Arc::new(call);
     let start = Instant::now();
     let deadline = start + duration;
-    let workers = (0..connections).map(|_| {
+    let workers = (0..connections).map(|worker| {
         let call = call.clone();
         tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0usize;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                if call().await {
+                if call(worker).await {
                     latencies.push(t.elapsed().as_micros() as u64);
                 } else {
                     errors += 1;
@@ -87,7 +89,11 @@ where
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("gateway") => gateway(&args[1..]),
-        _ => anyhow::bail!("usage: ferrobase bench gateway --gateway URL --grpc URL --apikey KEY"),
+        Some("auth") => auth(&args[1..]),
+        _ => anyhow::bail!(
+            "usage: ferrobase bench gateway --gateway URL --grpc URL --apikey KEY\n       \
+             ferrobase bench auth --gateway URL --apikey KEY --service-key KEY [--bcrypt-cost N]"
+        ),
     }
 }
 
@@ -121,7 +127,7 @@ fn gateway(args: &[String]) -> anyhow::Result<()> {
 
         let direct_call = {
             let grpc = grpc.clone();
-            move || {
+            move |_| {
                 let mut grpc = grpc.clone();
                 let ctx = ctx.clone();
                 async move {
@@ -139,7 +145,7 @@ fn gateway(args: &[String]) -> anyhow::Result<()> {
                 }
             }
         };
-        let gateway_call = move || {
+        let gateway_call = move |_| {
             let req = http.get(&url).header("apikey", &apikey);
             async move {
                 match req.send().await {
@@ -182,4 +188,261 @@ fn side(s: &Sample) -> serde_json::Value {
         "p50_ms": s.percentile_ms(0.5),
         "p99_ms": s.percentile_ms(0.99),
     })
+}
+
+/// The password every benchmark user gets.
+const BENCH_PASSWORD: &str = "bench-password-1";
+
+/// `ferrobase bench auth`: the auth service under load, in one run.
+///
+/// 1. The bcrypt ceiling: verifications per second at the stack's cost with one
+///    thread per core in this process, the stack idle: no password sign-in can
+///    go faster on this machine.
+/// 2. Password sign-ins through the gateway for pre-created confirmed users,
+///    and their ratio to the ceiling.
+/// 3. Refreshes, each worker chaining the refresh tokens of its own session.
+/// 4. `GET /auth/v1/user` latency.
+fn auth(args: &[String]) -> anyhow::Result<()> {
+    let gateway_url =
+        flag(args, "--gateway")?.ok_or_else(|| anyhow::anyhow!("--gateway URL is required"))?;
+    let apikey =
+        flag(args, "--apikey")?.ok_or_else(|| anyhow::anyhow!("--apikey KEY is required"))?;
+    let service_key = flag(args, "--service-key")?
+        .ok_or_else(|| anyhow::anyhow!("--service-key KEY is required"))?;
+    let connections: usize = flag(args, "--connections")?.map_or(Ok(64), |v| v.parse())?;
+    let seconds: u64 = flag(args, "--seconds")?.map_or(Ok(10), |v| v.parse())?;
+    let cost: u32 = flag(args, "--bcrypt-cost")?.map_or(Ok(10), |v| v.parse())?;
+    let out = flag(args, "--out")?;
+    anyhow::ensure!(connections > 0, "--connections must be at least 1");
+    let duration = Duration::from_secs(seconds);
+    let base = format!("{}/auth/v1", gateway_url.trim_end_matches('/'));
+
+    let ceiling = bcrypt_ceiling(cost, duration)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let users = create_users(&http, &base, &apikey, &service_key, connections).await?;
+
+        // Password sign-ins, worker i signing in as user i.
+        let sign_in = {
+            let (http, apikey, users) = (http.clone(), apikey.clone(), users.clone());
+            let url = format!("{base}/token?grant_type=password");
+            move |worker: usize| {
+                let req = http
+                    .post(&url)
+                    .header("apikey", &apikey)
+                    .json(&json!({"email": users[worker].email, "password": BENCH_PASSWORD}));
+                async move { session_of(req).await.is_some() }
+            }
+        };
+        drive(connections, Duration::from_secs(1), sign_in.clone()).await;
+        let sign_ins = drive(connections, duration, sign_in).await;
+
+        // Refreshes: every worker rotates its own session's token chain.
+        let chains: Arc<Vec<tokio::sync::Mutex<String>>> = Arc::new(
+            users
+                .iter()
+                .map(|u| tokio::sync::Mutex::new(u.refresh_token.clone()))
+                .collect(),
+        );
+        let refresh = {
+            let (http, apikey, chains) = (http.clone(), apikey.clone(), chains.clone());
+            let url = format!("{base}/token?grant_type=refresh_token");
+            move |worker: usize| {
+                let (http, apikey, chains, url) =
+                    (http.clone(), apikey.clone(), chains.clone(), url.clone());
+                async move {
+                    let mut token = chains[worker].lock().await;
+                    let req = http
+                        .post(&url)
+                        .header("apikey", &apikey)
+                        .json(&json!({"refresh_token": *token}));
+                    match session_of(req).await {
+                        Some(s) => {
+                            *token = s.refresh_token;
+                            true
+                        }
+                        None => false,
+                    }
+                }
+            }
+        };
+        drive(connections, Duration::from_secs(1), refresh.clone()).await;
+        let refreshes = drive(connections, duration, refresh).await;
+
+        // GET /user with each worker's access token.
+        let get_user = {
+            let (http, apikey, users) = (http.clone(), apikey.clone(), users.clone());
+            let url = format!("{base}/user");
+            move |worker: usize| {
+                let req = http
+                    .get(&url)
+                    .header("apikey", &apikey)
+                    .bearer_auth(&users[worker].access_token);
+                async move {
+                    match req.send().await {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    }
+                }
+            }
+        };
+        drive(connections, Duration::from_secs(1), get_user.clone()).await;
+        let user_reads = drive(connections, duration, get_user).await;
+
+        let sign_in_ratio = sign_ins.rps() / ceiling.per_second;
+        let report = json!({
+            "benchmark": "auth",
+            "connections": connections,
+            "seconds": seconds,
+            "bcrypt_cost": cost,
+            "bcrypt_ceiling": {
+                "threads": ceiling.threads,
+                "verifications": ceiling.verifications,
+                "per_second": (ceiling.per_second * 10.0).round() / 10.0,
+            },
+            "password_sign_in": {
+                "call": "POST /auth/v1/token?grant_type=password",
+                "users": users.len(),
+                "result": side(&sign_ins),
+                "ratio_to_bcrypt_ceiling": (sign_in_ratio * 1000.0).round() / 1000.0,
+                "target_ratio": 0.9,
+                "target_met": sign_in_ratio >= 0.9,
+            },
+            "refresh": {
+                "call": "POST /auth/v1/token?grant_type=refresh_token (chained per worker)",
+                "result": side(&refreshes),
+                "target_rps": 3000,
+                "target_met": refreshes.rps() >= 3000.0,
+            },
+            "get_user": {
+                "call": "GET /auth/v1/user",
+                "result": side(&user_reads),
+            },
+        });
+        let text = serde_json::to_string_pretty(&report)?;
+        println!("{text}");
+        if let Some(path) = out {
+            std::fs::write(&path, format!("{text}\n"))?;
+        }
+        anyhow::ensure!(
+            sign_ins.requests > 0 && refreshes.requests > 0 && user_reads.requests > 0,
+            "no request succeeded in at least one phase"
+        );
+        Ok(())
+    })
+}
+
+/// What the in-process bcrypt measurement found.
+struct Ceiling {
+    threads: usize,
+    verifications: u64,
+    per_second: f64,
+}
+
+/// Verifies one bcrypt hash of `cost` on one thread per core until `duration` passes.
+fn bcrypt_ceiling(cost: u32, duration: Duration) -> anyhow::Result<Ceiling> {
+    let hash = bcrypt::hash(BENCH_PASSWORD, cost)?;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let hash = hash.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    if bcrypt::verify(BENCH_PASSWORD, &hash).unwrap_or(false) {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let mut verifications = 0;
+    for h in handles {
+        verifications += h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a bcrypt thread panicked"))?;
+    }
+    Ok(Ceiling {
+        threads,
+        verifications,
+        per_second: verifications as f64 / start.elapsed().as_secs_f64(),
+    })
+}
+
+/// A confirmed benchmark user and the session of its first sign-in.
+#[derive(Clone)]
+struct BenchUser {
+    email: String,
+    access_token: String,
+    refresh_token: String,
+}
+
+struct Session {
+    access_token: String,
+    refresh_token: String,
+}
+
+/// Sends `req` and reads a session out of a 200 answer.
+async fn session_of(req: reqwest::RequestBuilder) -> Option<Session> {
+    let resp = req.send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body: serde_json::Value = resp.json().await.ok()?;
+    Some(Session {
+        access_token: body["access_token"].as_str()?.to_owned(),
+        refresh_token: body["refresh_token"].as_str()?.to_owned(),
+    })
+}
+
+/// Creates `n` confirmed users through the admin API and signs each in once.
+async fn create_users(
+    http: &reqwest::Client,
+    base: &str,
+    apikey: &str,
+    service_key: &str,
+    n: usize,
+) -> anyhow::Result<Arc<Vec<BenchUser>>> {
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let made = (0..n).map(|i| async move {
+        let email = format!("bench-{run}-{i}@example.com");
+        let resp = http
+            .post(format!("{base}/admin/users"))
+            .header("apikey", service_key)
+            .bearer_auth(service_key)
+            .json(&json!({"email": email, "password": BENCH_PASSWORD, "email_confirm": true}))
+            .send()
+            .await?;
+        let status = resp.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "creating {email}: {status} {}",
+            resp.text().await.unwrap_or_default()
+        );
+        let req = http
+            .post(format!("{base}/token?grant_type=password"))
+            .header("apikey", apikey)
+            .json(&json!({"email": email, "password": BENCH_PASSWORD}));
+        let session = session_of(req)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the first sign-in of {email} failed"))?;
+        Ok(BenchUser {
+            email,
+            access_token: session.access_token,
+            refresh_token: session.refresh_token,
+        })
+    });
+    let users = futures::future::try_join_all(made).await?;
+    Ok(Arc::new(users))
 }

@@ -4,7 +4,8 @@
 //!   service_role API keys for the project secret (or `FERROBASE_JWT_SECRET`).
 //! - `ferrobase bootstrap [--db-url URL]` applies the shared database bootstrap
 //!   (or to `FERROBASE_DB_URL`).
-//! - `ferrobase bench gateway ...` measures the gateway's overhead (see `bench.rs`).
+//! - `ferrobase bench gateway|auth ...` run the benchmarks behind `scripts/bench`
+//!   (see `bench.rs`).
 
 // A command-line tool: stdout is its output.
 #![allow(clippy::print_stdout)]
@@ -16,7 +17,8 @@ use std::process::ExitCode;
 const USAGE: &str = "usage:
   ferrobase keys [--jwt-secret SECRET] [--years N]
   ferrobase bootstrap [--db-url URL]
-  ferrobase bench gateway --gateway URL --grpc URL --apikey KEY [--connections N] [--seconds S] [--out FILE]";
+  ferrobase bench gateway --gateway URL --grpc URL --apikey KEY [--connections N] [--seconds S] [--out FILE]
+  ferrobase bench auth --gateway URL --apikey KEY --service-key KEY [--bcrypt-cost N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

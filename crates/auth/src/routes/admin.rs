@@ -56,15 +56,26 @@ fn email_exists() -> ApiError {
     )
 }
 
-fn positive(raw: Option<String>, default: i64) -> i64 {
-    raw.and_then(|s| s.trim().parse::<i64>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
+/// A pagination parameter: absent, empty or 0 is `default`; anything but a
+/// non-negative integer is refused.
+fn positive(raw: Option<String>, default: i64) -> Result<i64, ApiError> {
+    match raw.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(default),
+        Some(s) => match s.parse::<u64>() {
+            Ok(0) => Ok(default),
+            Ok(n) => Ok(i64::try_from(n).unwrap_or(i64::MAX)),
+            Err(e) => Err(ApiError::new(
+                400,
+                "validation_failed",
+                format!("Bad Pagination Parameters: {e}"),
+            )),
+        },
+    }
 }
 
 async fn list(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
-    let page = positive(req.query_param("page"), 1);
-    let per_page = positive(req.query_param("per_page"), 50).min(1000);
+    let page = positive(req.query_param("page"), 1)?;
+    let per_page = positive(req.query_param("per_page"), 50)?.min(1000);
     let page = page.min(i64::MAX / per_page / 2);
     let filter = req.query_param("filter").unwrap_or_default();
     let pattern = format!(

@@ -483,7 +483,10 @@ pub async fn verify_post(state: &State, req: &ApiRequest) -> Result<HttpResponse
     if matches!(kind, "sms" | "phone_change")
         || body.phone.as_deref().is_some_and(|p| !p.is_empty())
     {
-        return Err(phone_disabled());
+        // No SMS provider is configured, so no phone code was ever issued:
+        // every one is wrong, once the number itself is well formed.
+        validate::phone(body.phone.as_deref().unwrap_or(""))?;
+        return Err(otp_expired());
     }
     let token_hash = body.token_hash.as_deref().filter(|s| !s.is_empty());
     let email = body.email.as_deref().filter(|s| !s.is_empty());

@@ -1,5 +1,6 @@
 //! Who may call: user routes and admin routes (reference section 2).
 
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -81,15 +82,23 @@ async fn session_exists(
     user: Option<Uuid>,
 ) -> Result<bool, ApiError> {
     let db = state.pool.get().await?;
-    let row = db
-        .query_one(
+    session_live(&db, session, user).await
+}
+
+/// True when `session` exists (for `user`, when given) and has not ended.
+async fn session_live(
+    db: &impl GenericClient,
+    session: Uuid,
+    user: Option<Uuid>,
+) -> Result<bool, ApiError> {
+    let select = db
+        .prepare_cached(
             "select exists(select 1 from auth.sessions where id = $1
                and ($2::uuid is null or user_id = $2)
                and (not_after is null or not_after > now()))",
-            &[&session, &user],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(db.query_one(&select, &[&session, &user]).await?.get(0))
 }
 
 /// Resolves the caller of a user route: a verified token naming a live user and session.
@@ -102,22 +111,25 @@ pub async fn require_user(state: &State, req: &ApiRequest) -> Result<Caller, Api
         .ok_or_else(|| bad_jwt("invalid claim: missing sub claim"))?;
     let id =
         Uuid::parse_str(sub).map_err(|_| bad_jwt("invalid claim: sub claim must be a UUID"))?;
+    let session_id = session_claim(claims);
     let db = state.pool.get().await?;
-    let user = models::user_by_id(&db, id)
-        .await?
-        .filter(|u| u.deleted_at.is_none())
-        .ok_or_else(|| {
-            ApiError::new(
-                403,
-                "user_not_found",
-                "User from sub claim in JWT does not exist",
-            )
-        })?;
+    // The user and the session are read in one flight; errors keep their order.
+    let (user, live) = tokio::try_join!(models::user_by_id(&db, id), async {
+        match session_id {
+            Ok(Some(s)) => session_live(&db, s, Some(id)).await,
+            _ => Ok(true),
+        }
+    })?;
+    let user = user.filter(|u| u.deleted_at.is_none()).ok_or_else(|| {
+        ApiError::new(
+            403,
+            "user_not_found",
+            "User from sub claim in JWT does not exist",
+        )
+    })?;
     drop(db);
-    let session_id = session_claim(claims)?;
-    if let Some(s) = session_id
-        && !session_exists(state, s, Some(user.id)).await?
-    {
+    let session_id = session_id?;
+    if !live {
         return Err(session_not_found());
     }
     if user.is_banned() {
