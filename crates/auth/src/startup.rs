@@ -18,9 +18,20 @@ pub struct Application {
     state: Arc<State>,
 }
 
-impl Application {
+impl Service for Application {
+    const NAME: &'static str = "ferrobase-auth";
+    type Config = AuthConfig;
+
+    fn load(env: &Env) -> Result<AuthConfig, ConfigErrors> {
+        AuthConfig::from_env(env)
+    }
+
+    fn service_config(config: &AuthConfig) -> &ServiceConfig {
+        &config.service
+    }
+
     /// Binds the listeners, then applies the database bootstrap and the `auth` migrations.
-    pub async fn build(config: AuthConfig) -> anyhow::Result<Self> {
+    async fn build(config: AuthConfig) -> anyhow::Result<Self> {
         let listeners = Listeners::bind(&config.service).await?;
         let pool = service::connect(&config.service, "ferrobase-auth").await?;
         {
@@ -35,12 +46,12 @@ impl Application {
     }
 
     /// The gRPC port (useful when built with port 0).
-    pub fn port(&self) -> u16 {
+    fn port(&self) -> u16 {
         self.listeners.port()
     }
 
     /// Serves until `stop` resolves, then drains within the configured grace.
-    pub async fn run_until_stopped(
+    async fn run_until_stopped(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
@@ -53,29 +64,5 @@ impl Application {
         token.cancel();
         self.state.pool.close();
         result
-    }
-}
-
-impl Service for Application {
-    const NAME: &'static str = "ferrobase-auth";
-    type Config = AuthConfig;
-
-    fn load(env: &Env) -> Result<AuthConfig, ConfigErrors> {
-        AuthConfig::from_env(env)
-    }
-    fn service_config(config: &AuthConfig) -> &ServiceConfig {
-        &config.service
-    }
-    fn build(config: AuthConfig) -> impl Future<Output = anyhow::Result<Self>> + Send {
-        Application::build(config)
-    }
-    fn port(&self) -> u16 {
-        Application::port(self)
-    }
-    fn run_until_stopped(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send {
-        Application::run_until_stopped(self, stop)
     }
 }

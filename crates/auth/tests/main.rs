@@ -52,7 +52,9 @@ async fn migrations_are_idempotent_and_safe_for_replicas_starting_together() {
     let env = env_for(&db);
     let builds = (0..3).map(|_| {
         let config = ferrobase_auth::AuthConfig::from_env(&env).unwrap();
-        async move { ferrobase_auth::Application::build(config).await }
+        async move {
+            <ferrobase_auth::Application as ferrobase_common::service::Service>::build(config).await
+        }
     });
     for built in futures::future::join_all(builds).await {
         built.unwrap();

@@ -21,9 +21,20 @@ pub struct Application {
     state: Arc<State>,
 }
 
-impl Application {
+impl Service for Application {
+    const NAME: &'static str = "ferrobase-rest";
+    type Config = RestConfig;
+
+    fn load(env: &Env) -> Result<RestConfig, ConfigErrors> {
+        RestConfig::from_env(env)
+    }
+
+    fn service_config(config: &RestConfig) -> &ServiceConfig {
+        &config.service
+    }
+
     /// Binds the listeners, applies the database bootstrap and loads the schema cache.
-    pub async fn build(config: RestConfig) -> anyhow::Result<Self> {
+    async fn build(config: RestConfig) -> anyhow::Result<Self> {
         let listeners = Listeners::bind(&config.service).await?;
         let pool = service::connect(&config.service, "ferrobase-rest").await?;
         {
@@ -43,12 +54,12 @@ impl Application {
     }
 
     /// The gRPC port (useful when built with port 0).
-    pub fn port(&self) -> u16 {
+    fn port(&self) -> u16 {
         self.listeners.port()
     }
 
     /// Serves until `stop` resolves, then drains within the configured grace.
-    pub async fn run_until_stopped(
+    async fn run_until_stopped(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
@@ -74,29 +85,5 @@ impl Application {
         token.cancel();
         self.state.pool.close();
         result
-    }
-}
-
-impl Service for Application {
-    const NAME: &'static str = "ferrobase-rest";
-    type Config = RestConfig;
-
-    fn load(env: &Env) -> Result<RestConfig, ConfigErrors> {
-        RestConfig::from_env(env)
-    }
-    fn service_config(config: &RestConfig) -> &ServiceConfig {
-        &config.service
-    }
-    fn build(config: RestConfig) -> impl Future<Output = anyhow::Result<Self>> + Send {
-        Application::build(config)
-    }
-    fn port(&self) -> u16 {
-        Application::port(self)
-    }
-    fn run_until_stopped(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> impl Future<Output = anyhow::Result<()>> + Send {
-        Application::run_until_stopped(self, stop)
     }
 }

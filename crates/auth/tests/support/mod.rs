@@ -3,6 +3,7 @@
 
 mod smtp;
 
+use ferrobase_common::service::Service as _;
 use std::time::Duration;
 
 use ferrobase_auth::{Application, AuthConfig};

@@ -2,6 +2,7 @@
 //! private PostgreSQL, with fixture tables, called over real gRPC the way the
 //! gateway calls it.
 
+use ferrobase_common::service::Service as _;
 use std::time::Duration;
 
 use ferrobase_common::AuthContext;
