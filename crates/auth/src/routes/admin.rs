@@ -269,20 +269,29 @@ async fn password_hash_of(state: &State, p: &AdminUserParams) -> Result<Option<S
     }
 }
 
+impl AdminUserParams {
+    /// The validated email and phone; blank values count as absent.
+    fn contact(&self) -> Result<(Option<String>, Option<String>), ApiError> {
+        let present = |v: &Option<String>| {
+            v.as_deref()
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_owned)
+        };
+        let email = present(&self.email)
+            .as_deref()
+            .map(validate::email)
+            .transpose()?;
+        let phone = present(&self.phone)
+            .as_deref()
+            .map(validate::phone)
+            .transpose()?;
+        Ok((email, phone))
+    }
+}
+
 async fn create(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
     let p: AdminUserParams = req.json()?;
-    let email = p
-        .email
-        .as_deref()
-        .filter(|e| !e.trim().is_empty())
-        .map(validate::email)
-        .transpose()?;
-    let phone = p
-        .phone
-        .as_deref()
-        .filter(|e| !e.trim().is_empty())
-        .map(validate::phone)
-        .transpose()?;
+    let (email, phone) = p.contact()?;
     if email.is_none() && phone.is_none() {
         return Err(ApiError::new(
             400,
@@ -398,18 +407,7 @@ async fn create(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiErro
 
 async fn update(state: &State, req: &ApiRequest, id: Uuid) -> Result<HttpResponse, ApiError> {
     let p: AdminUserParams = req.json()?;
-    let email = p
-        .email
-        .as_deref()
-        .filter(|e| !e.trim().is_empty())
-        .map(validate::email)
-        .transpose()?;
-    let phone = p
-        .phone
-        .as_deref()
-        .filter(|e| !e.trim().is_empty())
-        .map(validate::phone)
-        .transpose()?;
+    let (email, phone) = p.contact()?;
     let user_meta = p
         .user_metadata
         .clone()
