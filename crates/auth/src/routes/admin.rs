@@ -44,6 +44,19 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::new(404, "validation_failed", "user_id must be an UUID"))
 }
 
+/// Reads user `id` as the transaction left it, commits, and answers it.
+async fn commit_answering_user(
+    tx: deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+) -> Result<HttpResponse, ApiError> {
+    let user = models::user_by_id(&tx, id)
+        .await?
+        .ok_or_else(user_not_found)?;
+    let user_json = models::user_json(&tx, &user).await?;
+    tx.commit().await?;
+    ok(&user_json)
+}
+
 fn user_not_found() -> ApiError {
     ApiError::new(404, "user_not_found", "User not found")
 }
@@ -397,12 +410,7 @@ async fn create(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiErro
         )
         .await?;
     }
-    let user = models::user_by_id(&tx, id)
-        .await?
-        .ok_or_else(user_not_found)?;
-    let user_json = models::user_json(&tx, &user).await?;
-    tx.commit().await?;
-    ok(&user_json)
+    commit_answering_user(tx, id).await
 }
 
 async fn update(state: &State, req: &ApiRequest, id: Uuid) -> Result<HttpResponse, ApiError> {
@@ -567,12 +575,7 @@ async fn update(state: &State, req: &ApiRequest, id: Uuid) -> Result<HttpRespons
         &[&id],
     )
     .await?;
-    let user = models::user_by_id(&tx, id)
-        .await?
-        .ok_or_else(user_not_found)?;
-    let user_json = models::user_json(&tx, &user).await?;
-    tx.commit().await?;
-    ok(&user_json)
+    commit_answering_user(tx, id).await
 }
 
 #[derive(Deserialize, Default)]
@@ -658,12 +661,7 @@ pub async fn invite(state: &State, req: &ApiRequest) -> Result<HttpResponse, Api
         &[&id],
     )
     .await?;
-    let user = models::user_by_id(&tx, id)
-        .await?
-        .ok_or_else(user_not_found)?;
-    let user_json = models::user_json(&tx, &user).await?;
-    tx.commit().await?;
-    ok(&user_json)
+    commit_answering_user(tx, id).await
 }
 
 /// The user an invitation goes to: created unless it exists unconfirmed.
