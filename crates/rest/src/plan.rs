@@ -548,30 +548,35 @@ fn aggregates_disabled() -> ApiError {
     ApiError::new(400, "PGRST123", "Use of aggregate functions is not allowed")
 }
 
+/// `<constraint> using <from>(<cols>) and <to>(<cols>)`, as ambiguity details name a foreign key.
+fn using(name: &str, from: (&str, &[String]), to: (&str, &[String])) -> String {
+    format!(
+        "{name} using {}({}) and {}({})",
+        from.0,
+        from.1.join(", "),
+        to.0,
+        to.1.join(", ")
+    )
+}
+
 fn ambiguous(parent: &str, name: &str, found: &[Relationship<'_>]) -> ApiError {
     let mut details = Vec::new();
     let mut hints = Vec::new();
     for r in found {
         let (relationship, hint) = match r.join {
             Join::Forward(fk) => (
-                format!(
-                    "{} using {}({}) and {}({})",
-                    fk.name,
-                    fk.table,
-                    fk.columns.join(", "),
-                    fk.ref_table,
-                    fk.ref_columns.join(", ")
+                using(
+                    &fk.name,
+                    (&fk.table, &fk.columns),
+                    (&fk.ref_table, &fk.ref_columns),
                 ),
                 fk.name.clone(),
             ),
             Join::Backward(fk) => (
-                format!(
-                    "{} using {}({}) and {}({})",
-                    fk.name,
-                    fk.ref_table,
-                    fk.ref_columns.join(", "),
-                    fk.table,
-                    fk.columns.join(", ")
+                using(
+                    &fk.name,
+                    (&fk.ref_table, &fk.ref_columns),
+                    (&fk.table, &fk.columns),
                 ),
                 fk.name.clone(),
             ),
