@@ -20,14 +20,50 @@ pub struct RateRule {
     pub path_prefix: String,
     pub limit: u64,
     pub window: Duration,
+    /// Whose budget a request spends.
+    pub key: RateKey,
+}
+
+/// What a rate rule counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client's IP address.
+    Ip,
+    /// A top-level string field of the JSON request body (such as `email`),
+    /// trimmed and lowercased; requests without it are not counted by the rule.
+    BodyField(String),
 }
 
 impl RateRule {
-    /// Parses `METHOD /path=N/SECONDS` (`*` or no method matches all methods).
+    /// Parses `METHOD /path=N/SECONDS` (`*` or no method matches all methods),
+    /// optionally followed by `by ip` (the default) or `by <field>` to count
+    /// by a field of the JSON body, e.g. `POST /auth/v1/otp=5/3600 by email`.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let (target, budget) = raw
             .split_once('=')
             .ok_or_else(|| format!("{raw:?}: expected METHOD /path=N/SECONDS"))?;
+        let (budget, key) = match budget.split_once(" by ") {
+            None => (budget, RateKey::Ip),
+            Some((budget, key)) => {
+                let key = key.trim();
+                let valid = !key.is_empty()
+                    && key.len() <= 64
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !valid {
+                    return Err(format!(
+                        "{raw:?}: expected `by ip` or `by <field>` with a lowercase JSON field name"
+                    ));
+                }
+                let key = if key == "ip" {
+                    RateKey::Ip
+                } else {
+                    RateKey::BodyField(key.to_owned())
+                };
+                (budget, key)
+            }
+        };
         let mut words = target.split_whitespace();
         let (method, path) = match (words.next(), words.next(), words.next()) {
             (Some(p), None, None) => (None, p),
@@ -36,6 +72,11 @@ impl RateRule {
         };
         if !path.starts_with('/') {
             return Err(format!("{raw:?}: the path must start with /"));
+        }
+        if matches!(key, RateKey::BodyField(_)) && path.starts_with("/storage/") {
+            return Err(format!(
+                "{raw:?}: storage bodies are streamed, so they cannot be counted by a body field"
+            ));
         }
         let (n, secs) = budget
             .split_once('/')
@@ -56,6 +97,7 @@ impl RateRule {
             path_prefix: path.to_owned(),
             limit,
             window: Duration::from_secs(secs),
+            key,
         })
     }
 
@@ -210,9 +252,19 @@ mod tests {
         assert_eq!(r.method.as_deref(), Some("POST"));
         assert!(r.matches("post", "/auth/v1/token"));
         assert!(!r.matches("GET", "/auth/v1/token"));
+        assert_eq!(r.key, RateKey::Ip);
         let any = RateRule::parse("/rest/v1=100/1").unwrap();
         assert!(any.matches("DELETE", "/rest/v1/todos"));
+        let by_email = RateRule::parse("POST /auth/v1/otp=5/3600 by email").unwrap();
+        assert_eq!(by_email.key, RateKey::BodyField("email".into()));
+        assert_eq!((by_email.limit, by_email.window.as_secs()), (5, 3600));
+        let by_ip = RateRule::parse("POST /auth/v1/otp=5/60 by ip").unwrap();
+        assert_eq!(by_ip.key, RateKey::Ip);
         for bad in [
+            "POST /x=1/1 by",
+            "POST /x=1/1 by Email",
+            "POST /x=1/1 by e-mail",
+            "POST /storage/v1/object=1/1 by email",
             "POST /x",
             "POST x=1/1",
             "POST /x=0/1",

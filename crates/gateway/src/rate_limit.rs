@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use crate::config::RateRule;
+use crate::config::{RateKey, RateRule};
 
 /// A request over its budget: retry after this many seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,35 +54,97 @@ impl RateLimiter {
         })
     }
 
-    /// Counts the request against every matching rule; `Some` when one is exhausted.
+    /// Counts the request against every matching rule keyed by IP; `Some`
+    /// when one is exhausted.
     pub async fn check(&self, method: &str, path: &str, ip: IpAddr) -> Option<Limited> {
-        let mut limited: Option<Limited> = None;
+        let mut limited = None;
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.matches(method, path) {
-                continue;
-            }
-            let key = format!("{}rl:{index}:{ip}", self.prefix);
-            let window_ms = rule.window.as_millis() as u64;
-            let mut conn = self.redis.clone();
-            let counted: Result<(u64, i64), _> = self
-                .script
-                .key(&key)
-                .arg(window_ms)
-                .invoke_async(&mut conn)
-                .await;
-            match counted {
-                Ok((n, ttl_ms)) if n > rule.limit => {
-                    let secs = (ttl_ms.max(0) as u64).div_ceil(1000).max(1);
-                    limited = Some(Limited {
-                        retry_after_secs: limited.map_or(secs, |l| l.retry_after_secs.max(secs)),
-                    });
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "rate limiter unavailable, letting the request through")
-                }
+            if rule.key == RateKey::Ip && rule.matches(method, path) {
+                let key = format!("{}rl:{index}:{ip}", self.prefix);
+                limited = worst(limited, self.count(rule, &key).await);
             }
         }
         limited
     }
+
+    /// True when some rule counts `method path` by a field of its body, so the
+    /// caller knows whether [`Self::check_body`] needs the body at all.
+    pub fn counts_body(&self, method: &str, path: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.key, RateKey::BodyField(_)) && r.matches(method, path))
+    }
+
+    /// Counts the request against every matching rule keyed by a body field.
+    /// A body that is not a JSON object, or lacks the field, is not counted
+    /// (the service answers it with its own validation error).
+    pub async fn check_body(&self, method: &str, path: &str, body: &[u8]) -> Option<Limited> {
+        if !self.counts_body(method, path) {
+            return None;
+        }
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body) else {
+            return None;
+        };
+        let mut limited = None;
+        for (index, rule) in self.rules.iter().enumerate() {
+            let RateKey::BodyField(field) = &rule.key else {
+                continue;
+            };
+            if !rule.matches(method, path) {
+                continue;
+            }
+            let Some(value) = fields.get(field).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let value = value.trim().to_lowercase();
+            if value.is_empty() {
+                continue;
+            }
+            // Hashed, so Redis never holds the addresses themselves.
+            let key = format!("{}rl:{index}:{field}:{}", self.prefix, digest_hex(&value));
+            limited = worst(limited, self.count(rule, &key).await);
+        }
+        limited
+    }
+
+    /// Spends one request of `rule`'s budget under `key`.
+    async fn count(&self, rule: &RateRule, key: &str) -> Option<Limited> {
+        let window_ms = rule.window.as_millis() as u64;
+        let mut conn = self.redis.clone();
+        let counted: Result<(u64, i64), _> = self
+            .script
+            .key(key)
+            .arg(window_ms)
+            .invoke_async(&mut conn)
+            .await;
+        match counted {
+            Ok((n, ttl_ms)) if n > rule.limit => Some(Limited {
+                retry_after_secs: (ttl_ms.max(0) as u64).div_ceil(1000).max(1),
+            }),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limiter unavailable, letting the request through");
+                None
+            }
+        }
+    }
+}
+
+/// The longer wait of two verdicts.
+fn worst(a: Option<Limited>, b: Option<Limited>) -> Option<Limited> {
+    [a, b]
+        .into_iter()
+        .flatten()
+        .max_by_key(|l| l.retry_after_secs)
+}
+
+fn digest_hex(value: &str) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let digest = sha2::Sha256::digest(value.as_bytes());
+    let mut out = String::with_capacity(64);
+    for byte in digest.iter() {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
 }

@@ -587,6 +587,66 @@ async fn rate_limits_are_counted_in_redis() {
 }
 
 #[tokio::test]
+async fn rate_limits_count_by_a_body_field() {
+    let redis = ferrobase_testkit::redis();
+    let prefix = ferrobase_testkit::unique_prefix();
+    let gw = spawn_gateway(&[
+        ("FERROBASE_REDIS_URL", redis.url().as_str()),
+        ("FERROBASE_REDIS_PREFIX", prefix.as_str()),
+        ("FERROBASE_RATE_LIMITS", "POST /auth/v1/otp=2/60 by email"),
+    ])
+    .await;
+    let key = api_key("anon");
+    let otp = |body: serde_json::Value| {
+        gw.post("/auth/v1/otp")
+            .header("apikey", &key)
+            .json(&body)
+            .send()
+    };
+    // The address is normalised: case and surrounding spaces spend one budget.
+    for email in ["a@example.com", " A@Example.com "] {
+        assert_eq!(otp(json!({"email": email})).await.unwrap().status(), 200);
+    }
+    let resp = otp(json!({"email": "a@example.COM"})).await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(json_of(resp).await["error_code"], "over_request_rate_limit");
+    // Another address from the same IP has its own budget.
+    assert_eq!(
+        otp(json!({"email": "b@example.com"}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Bodies without the field (or not JSON) are not counted by the rule.
+    for _ in 0..3 {
+        assert_eq!(otp(json!({"phone": "123"})).await.unwrap().status(), 200);
+        let resp = gw
+            .post("/auth/v1/otp")
+            .header("apikey", &key)
+            .body("not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    // Redis holds a digest of the address, never the address itself.
+    let mut conn = redis::Client::open(redis.url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| !k.contains('@')), "{keys:?}");
+}
+
+#[tokio::test]
 async fn verifies_asymmetric_tokens_from_a_key_set() {
     const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgvWNL3qvF+DP7HrtE
