@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrobase_common::config::{ConfigErrors, Env, Loader, ServiceConfig};
+use ferrobase_common::jwk::PrivateKeySet;
 use secrecy::SecretString;
 
 /// Everything the auth service needs to start.
@@ -16,6 +17,10 @@ pub struct AuthConfig {
     pub external_url: String,
     /// Lifetime of access tokens.
     pub jwt_exp: Duration,
+    /// Asymmetric keys (`FERROBASE_AUTH_JWT_KEYS`): the one marked `sign`
+    /// signs access tokens (else HS256 with the project secret), all are
+    /// published as the public key set.
+    pub jwt_keys: PrivateKeySet,
     /// The default audience of users and tokens.
     pub jwt_aud: String,
     /// Roles allowed on `/admin/*` and `/invite`.
@@ -136,6 +141,16 @@ impl AuthConfig {
         if jwt_exp.is_zero() {
             l.invalid("FERROBASE_JWT_EXP", "must be at least 1");
         }
+        let jwt_keys = match l
+            .optional("FERROBASE_AUTH_JWT_KEYS")
+            .filter(|v| !v.trim().is_empty())
+        {
+            None => PrivateKeySet::default(),
+            Some(raw) => PrivateKeySet::parse(&raw).unwrap_or_else(|reason| {
+                l.invalid("FERROBASE_AUTH_JWT_KEYS", reason);
+                PrivateKeySet::default()
+            }),
+        };
         let jwt_aud = l
             .optional("FERROBASE_JWT_AUD")
             .unwrap_or_else(|| "authenticated".into());
@@ -203,6 +218,7 @@ impl AuthConfig {
             site_url,
             external_url,
             jwt_exp,
+            jwt_keys,
             jwt_aud,
             admin_roles,
             disable_signup,
@@ -277,6 +293,53 @@ mod tests {
             "FERROBASE_REFRESH_TOKEN_REUSE_INTERVAL",
         ] {
             assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn jwt_keys_choose_the_signer_and_stay_secret() {
+        let old = ferrobase_common::jwk::generate_es256(false).unwrap();
+        let new = ferrobase_common::jwk::generate_es256(true).unwrap();
+        let keys = serde_json::json!([old, new]).to_string();
+        let c = AuthConfig::from_env(&base().with("FERROBASE_AUTH_JWT_KEYS", keys)).unwrap();
+        assert_eq!(c.jwt_keys.keys().len(), 2);
+        assert_eq!(c.jwt_keys.signer().unwrap().kid(), new["kid"]);
+        let printed = format!("{c:?}");
+        for key in [&old, &new] {
+            assert!(!printed.contains(key["d"].as_str().unwrap()), "{printed}");
+        }
+        // Unset or empty (as Compose passes an unset optional value): HS256 only.
+        let c = AuthConfig::from_env(&base().with("FERROBASE_AUTH_JWT_KEYS", " ")).unwrap();
+        assert!(c.jwt_keys.is_empty());
+        assert!(
+            AuthConfig::from_env(&base())
+                .unwrap()
+                .jwt_keys
+                .signer()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_jwt_keys_stop_the_start_naming_the_variable() {
+        let two_signers = serde_json::json!([
+            ferrobase_common::jwk::generate_es256(true).unwrap(),
+            ferrobase_common::jwk::generate_es256(true).unwrap(),
+        ])
+        .to_string();
+        let mut no_kid = ferrobase_common::jwk::generate_es256(true).unwrap();
+        no_kid.as_object_mut().unwrap().remove("kid");
+        for (value, why) in [
+            ("[{", "not valid JSON"),
+            (r#"[{"kty":"oct","kid":"h","k":"c2VjcmV0"}]"#, "oct"),
+            (&serde_json::json!([no_kid]).to_string(), "has no kid"),
+            (&two_signers, "exactly one key may sign"),
+        ] {
+            let err = AuthConfig::from_env(&base().with("FERROBASE_AUTH_JWT_KEYS", value))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("FERROBASE_AUTH_JWT_KEYS is invalid"), "{err}");
+            assert!(err.contains(why), "{err}");
         }
     }
 

@@ -6,7 +6,7 @@ use deadpool_postgres::Pool;
 use ferrobase_proto::auth::v1::auth_server::Auth;
 use ferrobase_proto::auth::v1::{GetVerificationKeysRequest, GetVerificationKeysResponse};
 use ferrobase_proto::{HttpRequest, HttpResponse};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 use crate::api::ApiRequest;
@@ -18,7 +18,8 @@ use crate::routes;
 pub struct State {
     pub config: AuthConfig,
     pub pool: Pool,
-    /// The public JSON Web Key Set (`{"keys": [...]}`); empty with HS256 signing.
+    /// The public JSON Web Key Set (`{"keys": [...]}`) of the configured
+    /// asymmetric keys; `{"keys": []}` with HS256 signing only.
     pub public_jwks: Value,
     pub mailer: Mailer,
 }
@@ -26,10 +27,11 @@ pub struct State {
 impl State {
     pub fn new(config: AuthConfig, pool: Pool) -> anyhow::Result<Self> {
         let mailer = Mailer::new(&config)?;
+        let public_jwks = config.jwt_keys.public_jwks();
         Ok(Self {
             config,
             pool,
-            public_jwks: json!({"keys": []}),
+            public_jwks,
             mailer,
         })
     }
@@ -57,6 +59,7 @@ impl Auth for AuthService {
         Ok(Response::new(routes::dispatch(&self.state, &req).await))
     }
 
+    /// The same key set as `GET /.well-known/jwks.json`, for the gateway.
     async fn get_verification_keys(
         &self,
         _request: Request<GetVerificationKeysRequest>,

@@ -42,6 +42,19 @@ impl Service for Application {
             ferrobase_common::migrate::apply(&mut client, "auth", MIGRATIONS).await?;
         }
         let state = Arc::new(State::new(config, pool)?);
+        let keys = state.config.jwt_keys.keys().len();
+        match state.config.jwt_keys.signer() {
+            Some(key) => tracing::info!(
+                kid = key.kid(),
+                alg = ?key.alg(),
+                public_keys = keys,
+                "access tokens are signed with an asymmetric key"
+            ),
+            None => tracing::info!(
+                public_keys = keys,
+                "access tokens are signed with HS256 and the project secret"
+            ),
+        }
         Ok(Self { listeners, state })
     }
 

@@ -71,7 +71,9 @@ impl Issued {
     }
 }
 
-/// Signs an access token for `user` in `session_id`.
+/// Signs an access token for `user` in `session_id`: with the configured
+/// signing key (ES256/RS256, its `kid` in the header), else HS256 and the
+/// project secret.
 pub fn mint_access_token(
     state: &State,
     user: &User,
@@ -102,12 +104,17 @@ pub fn mint_access_token(
         session_id: session_id.to_string(),
         is_anonymous: user.is_anonymous,
     };
-    let secret = state.config.service.jwt.secret.expose_secret();
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
+    let token = match state.config.jwt_keys.signer() {
+        Some(key) => key.sign(&claims),
+        None => {
+            let secret = state.config.service.jwt.secret.expose_secret();
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            )
+        }
+    }
     .map_err(ApiError::internal)?;
     Ok((token, exp))
 }

@@ -1,8 +1,10 @@
 //! Auth service integration tests against a real PostgreSQL.
 
 mod admin;
+mod audit;
 mod concurrency;
 mod email;
+mod keys;
 mod login;
 mod mfa;
 mod signup;

@@ -2,9 +2,11 @@
 //!
 //! - `ferrobase keys [--jwt-secret S] [--years N]` prints the anon and
 //!   service_role API keys for the project secret (or `FERROBASE_JWT_SECRET`).
+//! - `ferrobase keys generate-jwk [--verify-only]` prints a new ES256 private
+//!   JWK with a random `kid`, as a JSON array for `FERROBASE_AUTH_JWT_KEYS`.
 //! - `ferrobase bootstrap [--db-url URL]` applies the shared database bootstrap
 //!   (or to `FERROBASE_DB_URL`).
-//! - `ferrobase bench gateway|auth ...` run the benchmarks behind `scripts/bench`
+//! - `ferrobase bench gateway|auth|rest ...` run the benchmarks behind `scripts/bench`
 //!   (see `bench.rs`).
 
 // A command-line tool: stdout is its output.
@@ -16,9 +18,13 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   ferrobase keys [--jwt-secret SECRET] [--years N]
+  ferrobase keys generate-jwk [--verify-only]
   ferrobase bootstrap [--db-url URL]
   ferrobase bench gateway --gateway URL --grpc URL --apikey KEY [--connections N] [--seconds S] [--out FILE]
-  ferrobase bench auth --gateway URL --apikey KEY --service-key KEY [--bcrypt-cost N]";
+  ferrobase bench auth --gateway URL --apikey KEY --service-key KEY [--bcrypt-cost N]
+  ferrobase bench rest --gateway URL --apikey KEY --pgbench PATH --db-url URL --authenticator-url URL
+      [--scale N] [--pgbench-threads N] [--gateway-pid PID] [--rest-pid PID] [--pool-size N]
+      [--peer URL --peer-name NAME --peer-pid PID | --peer-unavailable REASON]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,6 +60,10 @@ pub(crate) fn flag(args: &[String], name: &str) -> anyhow::Result<Option<String>
 }
 
 fn keys(args: &[String]) -> anyhow::Result<()> {
+    if args.first().map(String::as_str) == Some("generate-jwk") {
+        println!("{}", generate_jwk(&args[1..])?);
+        return Ok(());
+    }
     let secret = flag(args, "--jwt-secret")?
         .or_else(|| {
             std::env::var("FERROBASE_JWT_SECRET")
@@ -73,6 +83,19 @@ fn keys(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A JSON array holding one new ES256 private JWK: `key_ops` `["sign",
+/// "verify"]`, or `["verify"]` with `--verify-only` (a key introduced ahead
+/// of a rotation). The output is a secret: it holds the private key.
+fn generate_jwk(args: &[String]) -> anyhow::Result<String> {
+    let verify_only = match args {
+        [] => false,
+        [flag] if flag == "--verify-only" => true,
+        _ => anyhow::bail!("usage: ferrobase keys generate-jwk [--verify-only]"),
+    };
+    let jwk = ferrobase_common::jwk::generate_es256(!verify_only).map_err(anyhow::Error::msg)?;
+    Ok(serde_json::Value::Array(vec![jwk]).to_string())
+}
+
 fn bootstrap(args: &[String]) -> anyhow::Result<()> {
     let url = flag(args, "--db-url")?
         .or_else(|| {
@@ -87,4 +110,22 @@ fn bootstrap(args: &[String]) -> anyhow::Result<()> {
     runtime.block_on(ferrobase_common::bootstrap::run_url(&url))?;
     eprintln!("ferrobase: database bootstrap applied");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrobase_common::jwk::PrivateKeySet;
+
+    #[test]
+    fn generated_jwks_are_accepted_by_the_auth_variable() {
+        let signing = PrivateKeySet::parse(&generate_jwk(&[]).unwrap()).unwrap();
+        let key = signing.signer().unwrap();
+        assert_eq!(key.public_jwk()["alg"], "ES256");
+        let standby = generate_jwk(&["--verify-only".to_owned()]).unwrap();
+        let standby = PrivateKeySet::parse(&standby).unwrap();
+        assert!(standby.signer().is_none());
+        assert_ne!(standby.keys()[0].kid(), key.kid());
+        assert!(generate_jwk(&["--bogus".to_owned()]).is_err());
+    }
 }

@@ -1,8 +1,9 @@
 //! What every Ferrobase process shares: typed configuration from the
 //! environment, telemetry, the error enum that speaks both HTTP and gRPC, the
 //! caller's auth context and its propagation across gRPC hops, JWT
-//! verification, the PostgreSQL pool and shared database bootstrap, Prometheus
-//! metrics, the gRPC server scaffolding and graceful shutdown.
+//! verification and asymmetric signing keys, the PostgreSQL pool and shared
+//! database bootstrap, Prometheus metrics, the gRPC server scaffolding and
+//! graceful shutdown.
 
 pub mod auth_context;
 pub mod bootstrap;
@@ -11,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod jwk;
 pub mod jwt;
 pub mod metrics;
 pub mod migrate;

@@ -25,6 +25,10 @@ use crate::{cors, request};
 
 /// How often the gateway refreshes the auth service's public keys.
 const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// The first wait before asking again when the auth service did not answer
+/// (it may still be starting); it doubles up to [`KEY_REFRESH_INTERVAL`], so
+/// tokens signed with its keys are not refused for minutes after a start.
+const KEY_RETRY_FIRST: Duration = Duration::from_secs(1);
 
 /// A built gateway, listening but not yet serving.
 pub struct Application {
@@ -173,19 +177,28 @@ async fn refresh_keys(
     let Some(mut auth) = upstreams.auth else {
         return;
     };
-    let mut tick = tokio::time::interval(KEY_REFRESH_INTERVAL);
+    let mut wait = Duration::ZERO;
+    let mut retry = KEY_RETRY_FIRST;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(wait) => {}
         }
         let served = match auth
             .get_verification_keys(GetVerificationKeysRequest {})
             .await
         {
-            Ok(resp) => resp.into_inner().jwks_json,
+            Ok(resp) => {
+                (wait, retry) = (KEY_REFRESH_INTERVAL, KEY_RETRY_FIRST);
+                resp.into_inner().jwks_json
+            }
             Err(status) => {
-                tracing::debug!(code = ?status.code(), "auth keys not available yet");
+                tracing::debug!(
+                    code = ?status.code(),
+                    retry_ms = retry.as_millis() as u64,
+                    "auth keys not available yet"
+                );
+                (wait, retry) = (retry, (retry * 2).min(KEY_REFRESH_INTERVAL));
                 continue;
             }
         };

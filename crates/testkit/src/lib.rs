@@ -18,6 +18,10 @@ use serde_json::{Value, json};
 /// The JWT secret tests run the stack with.
 pub const JWT_SECRET: &str = "ferrobase-test-secret-with-at-least-32-characters";
 
+/// A private RSA JWK (2048 bits, kid `test-rsa-2048`, `key_ops` sign and
+/// verify) for RS256 tests. Made for the tests only; it guards nothing.
+pub const TEST_RSA_JWK: &str = include_str!("test-rsa-2048.jwk.json");
+
 /// An API key for `role` signed with [`JWT_SECRET`], valid for an hour.
 pub fn api_key(role: &str) -> String {
     ferrobase_common::jwt::mint_api_key(JWT_SECRET.as_bytes(), role, 3600)

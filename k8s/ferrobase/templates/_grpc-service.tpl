@@ -36,7 +36,11 @@ data:
   {{- end }}
 {{- end }}
 
-{{/* Deployment of a gRPC service, probed with the gRPC health protocol. */}}
+{{/*
+Deployment of a gRPC service, probed with the gRPC health protocol. An
+optional "optionalSecretEnv" dict (variable name -> key under secrets.keys)
+adds variables read from the Secret only when it holds them.
+*/}}
 {{- define "ferrobase.grpcService.deployment" -}}
 {{- $values := index .root.Values .component }}
 {{- $probes := include "ferrobase.probeTimings" . | fromYaml }}
@@ -88,6 +92,9 @@ spec:
           env:
             {{- include "ferrobase.secretEnv" (dict "root" .root "name" "FERROBASE_JWT_SECRET" "key" "jwtSecret") | nindent 12 }}
             {{- include "ferrobase.secretEnv" (dict "root" .root "name" "FERROBASE_DB_URL" "key" "dbUrl") | nindent 12 }}
+            {{- range $name, $key := .optionalSecretEnv | default dict }}
+            {{- include "ferrobase.optionalSecretEnv" (dict "root" $.root "name" $name "key" $key) | nindent 12 }}
+            {{- end }}
             {{- with $values.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}

@@ -81,6 +81,22 @@ while it is not set: the chart has no default secret.
       key: {{ index .root.Values.secrets.keys .key | required (printf "secrets.keys.%s is required" .key) }}
 {{- end }}
 
+{{/*
+An env entry read from the existing Secret when it holds the key, else left
+unset: (dict "root" $ "name" "FERROBASE_X" "key" "jwtKeys"). An empty key
+name in values leaves the entry out.
+*/}}
+{{- define "ferrobase.optionalSecretEnv" -}}
+{{- with index .root.Values.secrets.keys .key -}}
+- name: {{ $.name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "ferrobase.secretName" $.root }}
+      key: {{ . }}
+      optional: true
+{{- end }}
+{{- end }}
+
 {{/* Image reference of one component. */}}
 {{- define "ferrobase.image" -}}
 {{- $values := index .root.Values .component }}

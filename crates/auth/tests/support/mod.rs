@@ -9,7 +9,9 @@ use std::time::Duration;
 use ferrobase_auth::{Application, AuthConfig};
 use ferrobase_common::config::Env;
 use ferrobase_common::grpc::{ClientContext, ClientContextLayer};
+use ferrobase_common::jwt::KeyStore;
 use ferrobase_common::{AuthContext, RequestId};
+use ferrobase_proto::auth::v1::GetVerificationKeysRequest;
 use ferrobase_proto::auth::v1::auth_client::AuthClient;
 use ferrobase_proto::{Header, HttpRequest};
 use ferrobase_testkit::{JWT_SECRET, TestDatabase};
@@ -62,6 +64,17 @@ pub fn env_for(db: &TestDatabase) -> Env {
 pub async fn spawn(extra: &[(&str, &str)]) -> TestAuth {
     let db = ferrobase_testkit::postgres().create_database().await;
     let mut env = env_for(&db);
+    for (k, v) in extra {
+        env = env.with(*k, *v);
+    }
+    spawn_on(db, env).await
+}
+
+/// Starts a second service on the database of `auth`, with `extra` variables.
+pub async fn spawn_beside(auth: &TestAuth, extra: &[(&str, &str)]) -> TestAuth {
+    // Its own (unused) database handle keeps the shared one owned by `auth`.
+    let db = ferrobase_testkit::postgres().create_database().await;
+    let mut env = env_for(&db).with("FERROBASE_DB_URL", auth.db.url.as_str());
     for (k, v) in extra {
         env = env.with(*k, *v);
     }
@@ -178,10 +191,9 @@ pub fn service_ctx() -> AuthContext {
     AuthContext::from_claims(serde_json::json!({"role": "service_role", "iss": "ferrobase"}))
 }
 
-/// The context the gateway forwards for `Authorization: Bearer <token>`:
-/// verified with the project secret, or carrying why it failed.
-pub fn bearer_ctx(token: &str) -> AuthContext {
-    let store = ferrobase_common::jwt::KeyStore::with_secret(JWT_SECRET.as_bytes());
+/// The context the gateway forwards for `Authorization: Bearer <token>`
+/// verified with `store`, or carrying why it failed.
+pub fn verified_ctx(store: &KeyStore, token: &str) -> AuthContext {
     match store.verify(token) {
         Ok(claims) => AuthContext::from_claims(claims),
         Err(e) => {
@@ -216,17 +228,36 @@ pub fn claims_of(token: &str) -> Value {
 }
 
 impl TestAuth {
-    /// A call with a user's access token, as the gateway forwards it.
+    /// The key set the service serves the gateway over `GetVerificationKeys`.
+    pub async fn served_jwks(&self) -> Value {
+        let served = self
+            .client
+            .clone()
+            .get_verification_keys(GetVerificationKeysRequest {})
+            .await
+            .unwrap_or_else(|s| panic!("GetVerificationKeys: {s}"))
+            .into_inner()
+            .jwks_json;
+        serde_json::from_str(&served).unwrap_or_else(|e| panic!("served keys json: {e}"))
+    }
+
+    /// What the gateway verifies bearers with: the project secret plus the
+    /// public keys this service serves.
+    pub async fn verifier(&self) -> KeyStore {
+        let mut store = KeyStore::with_secret(JWT_SECRET.as_bytes());
+        store
+            .set_jwks(&self.served_jwks().await.to_string())
+            .unwrap_or_else(|e| panic!("served keys: {e}"));
+        store
+    }
+
+    /// A call with a user's access token, as the gateway forwards it: the
+    /// token verified with the secret and this service's public keys.
     pub async fn user(&self, method: &str, path: &str, body: Option<Value>, token: &str) -> Reply {
         let bearer = format!("Bearer {token}");
-        self.call(
-            method,
-            path,
-            body,
-            bearer_ctx(token),
-            &[("authorization", &bearer)],
-        )
-        .await
+        let ctx = verified_ctx(&self.verifier().await, token);
+        self.call(method, path, body, ctx, &[("authorization", &bearer)])
+            .await
     }
 
     /// A call with the service_role key as bearer.
