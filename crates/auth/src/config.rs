@@ -43,6 +43,10 @@ pub struct AuthConfig {
     pub mailer_otp_length: usize,
     /// Least time between two mails of one kind to one user.
     pub smtp_max_frequency: Duration,
+    /// Most mails the project sends per clock hour, across every replica; 0 for no cap.
+    pub email_sent_per_hour: u32,
+    /// Record sign-ins, sign-ups, refreshes, user changes... in `auth.audit_log_entries`.
+    pub audit_log: bool,
     /// Email changes need confirming from both the old and the new address.
     pub secure_email_change: bool,
     /// Password changes of sessions older than a day need a reauthentication nonce.
@@ -181,6 +185,8 @@ impl AuthConfig {
         }
         let smtp_max_frequency =
             Duration::from_secs(l.parse_or("FERROBASE_SMTP_MAX_FREQUENCY", 60u64));
+        let email_sent_per_hour = l.parse_or("FERROBASE_RATE_LIMIT_EMAIL_SENT", 30u32);
+        let audit_log = l.bool_or("FERROBASE_AUTH_AUDIT_LOG", true);
         let secure_email_change = l.bool_or("FERROBASE_MAILER_SECURE_EMAIL_CHANGE", true);
         let secure_password_change = l.bool_or("FERROBASE_SECURE_PASSWORD_CHANGE", false);
         let outbox_dir = l.optional("FERROBASE_AUTH_OUTBOX_DIR").map(PathBuf::from);
@@ -232,6 +238,8 @@ impl AuthConfig {
             mailer_otp_exp,
             mailer_otp_length,
             smtp_max_frequency,
+            email_sent_per_hour,
+            audit_log,
             secure_email_change,
             secure_password_change,
             outbox_dir,

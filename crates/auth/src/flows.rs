@@ -184,8 +184,45 @@ pub async fn clear_one_time_token(
     Ok(())
 }
 
-/// Mails a prepared token.
+/// Counts one mail against the project's hourly cap, refusing it when the
+/// cap is spent. The count lives in the database so every replica shares it;
+/// windows are clock hours.
+async fn spend_email_budget(state: &State) -> Result<(), ApiError> {
+    let cap = state.config.email_sent_per_hour;
+    if cap == 0 {
+        return Ok(());
+    }
+    let db = state.pool.get().await?;
+    let count = db
+        .prepare_cached(
+            "insert into auth.email_send_windows as w (window_start, sent)
+             values (date_trunc('hour', now()), 1)
+             on conflict (window_start) do update set sent = w.sent + 1
+             returning sent",
+        )
+        .await?;
+    let sent: i32 = db.query_one(&count, &[]).await?.get(0);
+    if sent == 1 {
+        // A new hour: forget the old ones.
+        db.execute(
+            "delete from auth.email_send_windows where window_start < date_trunc('hour', now())",
+            &[],
+        )
+        .await?;
+    }
+    if sent as i64 > i64::from(cap) {
+        return Err(ApiError::new(
+            429,
+            "over_email_send_rate_limit",
+            "Email rate limit exceeded",
+        ));
+    }
+    Ok(())
+}
+
+/// Mails a prepared token, within the project's hourly cap.
 pub async fn send(state: &State, p: &Prepared) -> Result<(), ApiError> {
+    spend_email_budget(state).await?;
     let body = if p.kind == Kind::Reauthentication {
         format!("Enter the code: {}\n", p.otp)
     } else {

@@ -11,9 +11,10 @@
 //! rows and their JSON shapes in [`models`]; email one-time tokens, links and
 //! PKCE flow states in [`flows`], delivered by the [`mailer`]; password
 //! hashing (on the blocking pool), hashes and TOTP in [`crypto`]; input checks
-//! in [`validate`].
+//! in [`validate`]; the audit trail in [`audit`].
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod crypto;
 pub mod flows;

@@ -360,14 +360,19 @@ pub async fn email_taken(
     Ok(row.get(0))
 }
 
+/// A user's identities, oldest first (`$1`: the user).
+pub const IDENTITIES_SQL: &str =
+    "select id, provider_id, user_id, identity_data, provider, last_sign_in_at,
+        created_at, updated_at, email
+ from auth.identities where user_id = $1 order by created_at";
+
+/// A user's MFA factors, oldest first (`$1`: the user).
+pub static FACTORS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("select {FACTOR_COLUMNS} from auth.mfa_factors where user_id = $1 order by created_at")
+});
+
 pub async fn identities(db: &impl GenericClient, user_id: Uuid) -> Result<Vec<Identity>, ApiError> {
-    let select = db
-        .prepare_cached(
-            "select id, provider_id, user_id, identity_data, provider, last_sign_in_at,
-                    created_at, updated_at, email
-             from auth.identities where user_id = $1 order by created_at",
-        )
-        .await?;
+    let select = db.prepare_cached(IDENTITIES_SQL).await?;
     let rows = db.query(&select, &[&user_id]).await?;
     Ok(rows
         .iter()
@@ -386,10 +391,7 @@ pub async fn identities(db: &impl GenericClient, user_id: Uuid) -> Result<Vec<Id
 }
 
 pub async fn factors(db: &impl GenericClient, user_id: Uuid) -> Result<Vec<Factor>, ApiError> {
-    let sql = format!(
-        "select {FACTOR_COLUMNS} from auth.mfa_factors where user_id = $1 order by created_at"
-    );
-    let select = db.prepare_cached(&sql).await?;
+    let select = db.prepare_cached(&FACTORS_SQL).await?;
     let rows = db.query(&select, &[&user_id]).await?;
     Ok(rows.iter().map(Factor::from_row).collect())
 }

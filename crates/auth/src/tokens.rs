@@ -15,9 +15,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::api::ApiError;
+use crate::audit;
 use crate::crypto;
 use crate::models::{self, INSTANCE_ID, User};
 use crate::service::State;
+use ferrobase_common::db::PipelinedTransaction;
 
 /// Characters of a refresh token.
 const REFRESH_TOKEN_LEN: usize = 32;
@@ -147,14 +149,12 @@ async fn insert_refresh_token(
     Ok(token)
 }
 
+const SESSION_AMR_SQL: &str = "select authentication_method, updated_at from auth.mfa_amr_claims
+ where session_id = $1 order by updated_at desc";
+
 /// The `amr` claim of a session, newest first.
 pub async fn session_amr(db: &impl GenericClient, session: Uuid) -> Result<Vec<Amr>, ApiError> {
-    let select = db
-        .prepare_cached(
-            "select authentication_method, updated_at from auth.mfa_amr_claims
-             where session_id = $1 order by updated_at desc",
-        )
-        .await?;
+    let select = db.prepare_cached(SESSION_AMR_SQL).await?;
     let rows = db.query(&select, &[&session]).await?;
     Ok(rows
         .iter()
@@ -219,6 +219,15 @@ pub async fn issue_session(
     let user = models::user_by_id(db, user_id)
         .await?
         .ok_or_else(|| ApiError::internal("user vanished while signing in"))?;
+    audit::record(
+        state,
+        db,
+        client.ip.as_deref().unwrap_or(""),
+        &audit::Actor::user(&user),
+        audit::Action::Login,
+        json!({"method": method}),
+    )
+    .await?;
     let refresh = insert_refresh_token(db, user_id, session, None).await?;
     let amr = session_amr(db, session).await?;
     let (access, exp) = mint_access_token(state, &user, session, "aal1", &amr)?;
@@ -294,14 +303,14 @@ enum Attempt {
 
 /// `grant_type=refresh_token`: rotates `token` and answers the new session
 /// and the full user object.
-pub async fn refresh(state: &State, token: &str) -> Result<(Issued, Value), ApiError> {
+pub async fn refresh(state: &State, token: &str, ip: &str) -> Result<(Issued, Value), ApiError> {
     if token.is_empty() || token.len() > 255 {
         return Err(refresh_not_found());
     }
     let hash = crypto::sha256_hex(token);
     let started = Instant::now();
     loop {
-        match try_refresh(state, &hash).await? {
+        match try_refresh(state, &hash, ip).await? {
             Attempt::Done(result) => return *result,
             Attempt::Contended if started.elapsed() < LOCK_WAIT => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -352,13 +361,18 @@ const TOKEN_STATE_SQL: &str = "select updated_at,
  from auth.refresh_tokens t where token = $1";
 
 /// Rotates: revokes the token `$1` (unless it already is), touches the
-/// session `$5` and inserts the child token `$3`, in one statement.
+/// session `$5`, records the audit entry `$6` (JSON text; null for none) from
+/// the IP `$7` and inserts the child token `$3`, in one statement.
 const ROTATE_SQL: &str = "with revoked as (
    update auth.refresh_tokens set revoked = true, updated_at = now()
    where token = $1 and revoked is not true
  ), touched as (
    update auth.sessions set refreshed_at = now() at time zone 'utc', updated_at = now()
    where id = $5
+ ), audited as (
+   insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address)
+   select $2, gen_random_uuid(), $6::text::json, now(), left($7::text, 64)
+   where $6::text is not null
  )
  insert into auth.refresh_tokens
    (instance_id, token, user_id, revoked, created_at, updated_at, parent, session_id)
@@ -368,16 +382,31 @@ const ROTATE_SQL: &str = "with revoked as (
 /// prepared once per connection and the independent ones are pipelined, so a
 /// refresh costs four round trips to the database: begin, lock and read the
 /// user, read the rest and rotate, commit.
-async fn try_refresh(state: &State, hash: &str) -> Result<Attempt, ApiError> {
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
-    let lock = tx.prepare_cached(&LOCK_SQL).await?;
-    let row = match tx.query_opt(&lock, &[&hash]).await {
+async fn try_refresh(state: &State, hash: &str, ip: &str) -> Result<Attempt, ApiError> {
+    let client = state.pool.get().await?;
+    // Everything the pipelines below send is prepared first: after the first
+    // refresh on a connection these are cache hits and cost nothing.
+    let (lock, rotate, ..) = tokio::try_join!(
+        client.prepare_cached(&LOCK_SQL),
+        client.prepare_cached(ROTATE_SQL),
+        client.prepare_cached(SESSION_AMR_SQL),
+        client.prepare_cached(models::IDENTITIES_SQL),
+        client.prepare_cached(&models::FACTORS_SQL),
+    )?;
+    let tx = PipelinedTransaction::new(client);
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&hash];
+    let (begun, locked) = tokio::join!(
+        tx.client().batch_execute("begin"),
+        tx.client().query_opt(&lock, &key),
+    );
+    begun?;
+    let row = match locked {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(done(Err(refresh_not_found()))),
         Err(e) if is_contention(&e) => return Ok(Attempt::Contended),
         Err(e) => return Err(e.into()),
     };
+    let db = tx.client();
     let user = User::from_row(&row);
     let user_id = user.id;
     // The session's columns follow the user's.
@@ -414,7 +443,7 @@ async fn try_refresh(state: &State, hash: &str) -> Result<Attempt, ApiError> {
         // Rare: a rotated token came back. Within the reuse interval (or while
         // its child is unused) it still works; otherwise assume it leaked and
         // end every token of the session.
-        let token_row = tx.query_one(TOKEN_STATE_SQL, &[&hash]).await?;
+        let token_row = db.query_one(TOKEN_STATE_SQL, &[&hash]).await?;
         let revoked_at: Option<DateTime<Utc>> = token_row.get(0);
         let has_unused_child: bool = token_row.get(1);
         // Only rotation gives a token children; one revoked with its whole
@@ -424,13 +453,23 @@ async fn try_refresh(state: &State, hash: &str) -> Result<Attempt, ApiError> {
             .unwrap_or_default();
         let within = was_rotated && revoked_at.is_some_and(|t| Utc::now() <= t + interval);
         if !(within || has_unused_child) {
-            tx.execute(
+            db.execute(
                 "update auth.refresh_tokens set revoked = true, updated_at = now()
                  where session_id = $1 and not revoked",
                 &[&session],
             )
             .await?;
-            tx.commit().await?;
+            audit::record(
+                state,
+                db,
+                ip,
+                &audit::Actor::user(&user),
+                audit::Action::TokenRevoked,
+                json!({"reason": "refresh_token_reused", "session_id": session}),
+            )
+            .await?;
+            db.batch_execute("commit").await?;
+            tx.finished();
             tracing::warn!(%session, "refresh token reused after rotation; session tokens revoked");
             return Ok(done(Err(ApiError::new(
                 400,
@@ -439,27 +478,42 @@ async fn try_refresh(state: &State, hash: &str) -> Result<Attempt, ApiError> {
             ))));
         }
     }
-    // Read what the session object needs and rotate in one flight.
-    let rotate = tx.prepare_cached(ROTATE_SQL).await?;
+    // Read what the session object needs, rotate and commit in one flight.
     let new_token = crypto::random_alnum(REFRESH_TOKEN_LEN);
     let new_hash = crypto::sha256_hex(&new_token);
     let user_text = user_id.to_string();
-    let (amr, identities, factors, _) = tokio::try_join!(
-        session_amr(&tx, session),
-        models::identities(&tx, user_id),
-        models::factors(&tx, user_id),
+    let entry = state.config.audit_log.then(|| {
+        audit::payload(
+            &audit::Actor::user(&user),
+            audit::Action::TokenRefreshed,
+            json!({}),
+        )
+        .to_string()
+    });
+    let rotation: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &hash,
+        &INSTANCE_ID,
+        &new_hash,
+        &user_text,
+        &session,
+        &entry,
+        &ip,
+    ];
+    let (reads, committed) = tokio::join!(
         async {
-            Ok::<_, ApiError>(
-                tx.execute(
-                    &rotate,
-                    &[&hash, &INSTANCE_ID, &new_hash, &user_text, &session],
-                )
-                .await?,
+            tokio::try_join!(
+                session_amr(db, session),
+                models::identities(db, user_id),
+                models::factors(db, user_id),
+                async { Ok::<_, ApiError>(db.execute(&rotate, &rotation).await?) },
             )
         },
-    )?;
+        db.batch_execute("commit"),
+    );
+    let (amr, identities, factors, _) = reads?;
+    committed?;
+    tx.finished();
     let (access, exp) = mint_access_token(state, &user, session, &aal, &amr)?;
-    tx.commit().await?;
     Ok(done(Ok((
         Issued {
             access_token: access,

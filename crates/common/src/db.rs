@@ -30,3 +30,60 @@ pub fn pool(config: &DatabaseConfig, application_name: &str) -> anyhow::Result<P
         .build()
         .map_err(|e| anyhow::anyhow!("building the database pool: {e}"))
 }
+
+/// A transaction on a pooled connection whose `BEGIN` and `COMMIT` travel in
+/// the same network flight as the statements around them, instead of costing
+/// a round trip each (tokio-postgres sends a statement when its future is
+/// first polled, so futures joined in order are pipelined in that order).
+///
+/// The caller sends `BEGIN` joined with its first statement and `COMMIT`
+/// joined after its last ones; when a statement before it fails, PostgreSQL
+/// turns that `COMMIT` into a rollback. Every statement must already be
+/// prepared (`prepare_cached` before `BEGIN`), or a statement could be sent
+/// after the `COMMIT` queued behind it. A transaction dropped before
+/// [`Self::finished`] (an early return, an error, a cancelled request) is
+/// rolled back on a background task before its connection returns to the
+/// pool; a connection whose rollback fails is closed instead of reused.
+pub struct PipelinedTransaction {
+    client: Option<deadpool_postgres::Object>,
+}
+
+impl PipelinedTransaction {
+    /// Takes `client`, on which the caller is about to send `BEGIN`.
+    pub fn new(client: deadpool_postgres::Object) -> Self {
+        Self {
+            client: Some(client),
+        }
+    }
+
+    /// The connection, for the transaction's statements.
+    pub fn client(&self) -> &deadpool_postgres::Object {
+        // Only `finished` and `drop` take it, and both consume the value.
+        self.client.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    /// The caller's `COMMIT` (or `ROLLBACK`) succeeded: the connection is
+    /// clean and goes back to the pool as it is.
+    pub fn finished(mut self) {
+        drop(self.client.take());
+    }
+}
+
+impl Drop for PipelinedTransaction {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = client.batch_execute("ROLLBACK").await {
+                        tracing::warn!(error = %e, "rolling back an abandoned transaction failed; closing its connection");
+                        drop(deadpool_postgres::Object::take(client));
+                    }
+                });
+            }
+            Err(_) => drop(deadpool_postgres::Object::take(client)),
+        }
+    }
+}

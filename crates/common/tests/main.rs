@@ -177,3 +177,97 @@ async fn migrations_apply_once_and_a_failing_one_leaves_nothing_behind() {
     assert_eq!(recorded, 2);
     assert!(migrate::apply(&mut client, "bad-name", GOOD).await.is_err());
 }
+
+#[tokio::test]
+async fn pipelined_transactions_commit_in_flight_and_roll_back_when_abandoned() {
+    use ferrobase_common::config::DatabaseConfig;
+    use ferrobase_common::db::{PipelinedTransaction, pool};
+    let db = postgres().create_empty_database().await;
+    let check = db.connect().await;
+    check
+        .batch_execute("create table t (v int primary key)")
+        .await
+        .unwrap();
+    // One connection: every transaction below runs on the same one.
+    let config = DatabaseConfig {
+        url: db.url.clone().into(),
+        pool_size: 1,
+    };
+    let pool = pool(&config, "test").unwrap();
+    let count = || async {
+        check
+            .query_one("select count(*) from t", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+
+    // Committed in the same flight as the insert.
+    let tx = PipelinedTransaction::new(pool.get().await.unwrap());
+    let insert = tx
+        .client()
+        .prepare_cached("insert into t values ($1)")
+        .await
+        .unwrap();
+    let (begun, inserted) = tokio::join!(
+        tx.client().batch_execute("begin"),
+        tx.client().execute(&insert, &[&1i32]),
+    );
+    begun.unwrap();
+    inserted.unwrap();
+    let (again, committed) = tokio::join!(
+        tx.client().execute(&insert, &[&2i32]),
+        tx.client().batch_execute("commit"),
+    );
+    again.unwrap();
+    committed.unwrap();
+    tx.finished();
+    assert_eq!(count().await, 2);
+
+    // A failing statement turns the queued commit into a rollback.
+    let tx = PipelinedTransaction::new(pool.get().await.unwrap());
+    let (begun, inserted) = tokio::join!(
+        tx.client().batch_execute("begin"),
+        tx.client().execute(&insert, &[&3i32]),
+    );
+    begun.unwrap();
+    inserted.unwrap();
+    let (duplicate, committed) = tokio::join!(
+        tx.client().execute(&insert, &[&1i32]),
+        tx.client().batch_execute("commit"),
+    );
+    assert!(duplicate.is_err());
+    committed.unwrap();
+    tx.finished();
+    assert_eq!(count().await, 2);
+
+    // Abandoned mid-way: rolled back before the connection is handed out again.
+    let tx = PipelinedTransaction::new(pool.get().await.unwrap());
+    let (begun, inserted) = tokio::join!(
+        tx.client().batch_execute("begin"),
+        tx.client().execute(&insert, &[&4i32]),
+    );
+    begun.unwrap();
+    inserted.unwrap();
+    drop(tx);
+    let client = pool.get().await.unwrap();
+    let in_tx: bool = client
+        .query_one("select txid_current_if_assigned() is not null", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !in_tx,
+        "the pooled connection was left inside a transaction"
+    );
+    client.execute(&insert, &[&5i32]).await.unwrap();
+    drop(client);
+    let values: Vec<i32> = check
+        .query("select v from t order by v", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(values, [1, 2, 5]);
+}

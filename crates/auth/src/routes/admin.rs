@@ -10,7 +10,7 @@ use crate::api::{ApiError, ApiRequest, json_response};
 use crate::flows::{self, Kind};
 use crate::models::{self, INSTANCE_ID, USER_COLUMNS, User};
 use crate::service::State;
-use crate::{crypto, validate};
+use crate::{audit, crypto, validate};
 
 /// Routes below `/admin`.
 pub async fn route(state: &State, req: &ApiRequest, path: &str) -> Result<HttpResponse, ApiError> {
@@ -44,14 +44,33 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::new(404, "validation_failed", "user_id must be an UUID"))
 }
 
-/// Reads user `id` as the transaction left it, commits, and answers it.
+/// Records what an administrator did to user `id` in the audit trail.
+async fn audit_admin(
+    state: &State,
+    req: &ApiRequest,
+    db: &impl deadpool_postgres::GenericClient,
+    action: audit::Action,
+    id: Uuid,
+    email: &str,
+) -> Result<(), ApiError> {
+    let actor = audit::Actor::admin(req.ctx.as_ref().and_then(|c| c.subject.as_deref()));
+    let traits = json!({"user_id": id, "user_email": email});
+    audit::record(state, db, &req.remote_addr, &actor, action, traits).await
+}
+
+/// Reads user `id` as the transaction left it, records `action` on it by the
+/// administrator, commits, and answers it.
 async fn commit_answering_user(
+    state: &State,
+    req: &ApiRequest,
     tx: deadpool_postgres::Transaction<'_>,
     id: Uuid,
+    action: audit::Action,
 ) -> Result<HttpResponse, ApiError> {
     let user = models::user_by_id(&tx, id)
         .await?
         .ok_or_else(user_not_found)?;
+    audit_admin(state, req, &tx, action, id, &user.email).await?;
     let user_json = models::user_json(&tx, &user).await?;
     tx.commit().await?;
     ok(&user_json)
@@ -410,7 +429,7 @@ async fn create(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiErro
         )
         .await?;
     }
-    commit_answering_user(tx, id).await
+    commit_answering_user(state, req, tx, id, audit::Action::UserSignedUp).await
 }
 
 async fn update(state: &State, req: &ApiRequest, id: Uuid) -> Result<HttpResponse, ApiError> {
@@ -575,7 +594,7 @@ async fn update(state: &State, req: &ApiRequest, id: Uuid) -> Result<HttpRespons
         &[&id],
     )
     .await?;
-    commit_answering_user(tx, id).await
+    commit_answering_user(state, req, tx, id, audit::Action::UserModified).await
 }
 
 #[derive(Deserialize, Default)]
@@ -587,9 +606,10 @@ async fn delete(state: &State, req: &ApiRequest, id: Uuid) -> Result<HttpRespons
     let body: DeleteBody = req.json()?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    models::user_by_id_for_update(&tx, id)
+    let user = models::user_by_id_for_update(&tx, id)
         .await?
         .ok_or_else(user_not_found)?;
+    audit_admin(state, req, &tx, audit::Action::UserDeleted, id, &user.email).await?;
     if body.should_soft_delete.unwrap_or(false) {
         tx.execute("delete from auth.sessions where user_id = $1", &[&id])
             .await?;
@@ -661,7 +681,7 @@ pub async fn invite(state: &State, req: &ApiRequest) -> Result<HttpResponse, Api
         &[&id],
     )
     .await?;
-    commit_answering_user(tx, id).await
+    commit_answering_user(state, req, tx, id, audit::Action::UserInvited).await
 }
 
 /// The user an invitation goes to: created unless it exists unconfirmed.

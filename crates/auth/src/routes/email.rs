@@ -12,7 +12,7 @@ use crate::api::{ApiError, ApiRequest};
 use crate::flows::{self, Kind, PkceParams, url_encode};
 use crate::models::{self, INSTANCE_ID, USER_COLUMNS, User};
 use crate::service::State;
-use crate::{crypto, tokens, validate};
+use crate::{audit, crypto, tokens, validate};
 
 #[derive(Deserialize, Default)]
 struct OtpBody {
@@ -92,6 +92,20 @@ pub async fn otp(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiErr
                 ));
             }
             models::upsert_email_identity(&tx, id, &email, confirmed, &data).await?;
+            let actor = audit::Actor {
+                id: id.to_string(),
+                username: email.clone(),
+            };
+            let traits = json!({"provider": "email"});
+            audit::record(
+                state,
+                &tx,
+                &req.remote_addr,
+                &actor,
+                audit::Action::UserSignedUp,
+                traits,
+            )
+            .await?;
             (
                 id,
                 if confirmed {
@@ -112,6 +126,16 @@ pub async fn otp(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiErr
     }
     let prepared =
         flows::prepare(state, &tx, user_id, kind, &email, &redirect, pkce.is_some()).await?;
+    let actor = audit::Actor {
+        id: user_id.to_string(),
+        username: email.clone(),
+    };
+    let action = if kind == Kind::Signup {
+        audit::Action::UserConfirmationRequested
+    } else {
+        audit::Action::UserRecoveryRequested
+    };
+    audit::record(state, &tx, &req.remote_addr, &actor, action, json!({})).await?;
     flows::send(state, &prepared).await?;
     tx.commit().await?;
     ok(&json!({}))
@@ -148,6 +172,8 @@ pub async fn recover(state: &State, req: &ApiRequest) -> Result<HttpResponse, Ap
             pkce.is_some(),
         )
         .await?;
+        let action = audit::Action::UserRecoveryRequested;
+        audit::record_user(state, &tx, &req.remote_addr, &u, action).await?;
         flows::send(state, &prepared).await?;
     }
     tx.commit().await?;
@@ -379,6 +405,12 @@ async fn verify_token(
             )
             .await?;
             models::upsert_email_identity(&tx, id, &user.email, true, &json!({})).await?;
+            let action = if kind == Kind::Invite {
+                audit::Action::InviteAccepted
+            } else {
+                audit::Action::UserSignedUp
+            };
+            audit::record_user(state, &tx, &req.remote_addr, &user, action).await?;
             if kind == Kind::Invite {
                 "invite"
             } else {

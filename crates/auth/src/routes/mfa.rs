@@ -13,7 +13,7 @@ use crate::api::{ApiError, ApiRequest};
 use crate::flows::url_encode;
 use crate::models::{self, FACTOR_COLUMNS, Factor};
 use crate::service::State;
-use crate::{crypto, tokens};
+use crate::{audit, crypto, tokens};
 
 /// How long an unverified factor and a challenge stay usable.
 const LIFETIME_SECS: i64 = 300;
@@ -38,13 +38,27 @@ pub async fn route(state: &State, req: &ApiRequest, rest: &str) -> Result<HttpRe
         ("POST", []) => enroll(state, req, &caller).await,
         ("POST", [id, "challenge"]) => challenge(state, req, &caller, parse_id(id)?).await,
         ("POST", [id, "verify"]) => verify(state, req, &caller, parse_id(id)?).await,
-        ("DELETE", [id]) => unenroll(state, &caller, parse_id(id)?).await,
+        ("DELETE", [id]) => unenroll(state, req, &caller, parse_id(id)?).await,
         _ => Err(ApiError::new(404, "not_found", "Not Found")),
     }
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::new(404, "mfa_factor_not_found", "Factor not found"))
+}
+
+/// Records what the caller did with one of their factors.
+async fn audit_factor(
+    state: &State,
+    req: &ApiRequest,
+    db: &impl deadpool_postgres::GenericClient,
+    caller: &Caller,
+    action: audit::Action,
+    factor: Uuid,
+) -> Result<(), ApiError> {
+    let actor = audit::Actor::user(&caller.user);
+    let traits = json!({"factor_id": factor});
+    audit::record(state, db, &req.remote_addr, &actor, action, traits).await
 }
 
 fn insufficient_aal(message: &str) -> ApiError {
@@ -191,6 +205,7 @@ async fn enroll(
         &[&id, &caller.user.id, &name, &secret],
     )
     .await?;
+    audit_factor(state, req, &tx, caller, audit::Action::FactorInProgress, id).await?;
     tx.commit().await?;
     ok(&json!({
         "id": id,
@@ -233,6 +248,15 @@ async fn challenge(
         "update auth.mfa_factors set last_challenged_at = clock_timestamp(), updated_at = now()
          where id = $1",
         &[&factor.id],
+    )
+    .await?;
+    audit_factor(
+        state,
+        req,
+        &db,
+        caller,
+        audit::Action::ChallengeCreated,
+        factor.id,
     )
     .await?;
     ok(&json!({
@@ -356,6 +380,8 @@ async fn verify(
         .await?
         .ok_or_else(|| ApiError::new(403, "user_not_found", "User not found"))?;
     let issued = tokens::reissue_session(state, &tx, &user, session).await?;
+    let action = audit::Action::VerificationAttempted;
+    audit_factor(state, req, &tx, caller, action, factor.id).await?;
     let user_json = models::user_json(&tx, &user).await?;
     tx.commit().await?;
     ok(&issued.to_json(user_json))
@@ -363,6 +389,7 @@ async fn verify(
 
 async fn unenroll(
     state: &State,
+    req: &ApiRequest,
     caller: &Caller,
     factor_id: Uuid,
 ) -> Result<HttpResponse, ApiError> {
@@ -386,6 +413,15 @@ async fn unenroll(
     tx.execute(
         "update auth.sessions set aal = 'aal1', factor_id = null, updated_at = now() where factor_id = $1",
         &[&factor.id],
+    )
+    .await?;
+    audit_factor(
+        state,
+        req,
+        &tx,
+        caller,
+        audit::Action::FactorUnenrolled,
+        factor.id,
     )
     .await?;
     tx.commit().await?;

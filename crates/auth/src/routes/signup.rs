@@ -12,7 +12,7 @@ use crate::flows::{self, Kind, PkceParams};
 use crate::models::{self, INSTANCE_ID};
 use crate::service::State;
 use crate::tokens;
-use crate::{crypto, validate};
+use crate::{audit, crypto, validate};
 
 #[derive(Deserialize, Default)]
 struct SignupBody {
@@ -91,6 +91,20 @@ async fn anonymous(
         &[&INSTANCE_ID, &id, &aud, &data],
     )
     .await?;
+    let actor = audit::Actor {
+        id: id.to_string(),
+        username: String::new(),
+    };
+    let traits = json!({"provider": "anonymous"});
+    audit::record(
+        state,
+        &tx,
+        &req.remote_addr,
+        &actor,
+        audit::Action::UserSignedUp,
+        traits,
+    )
+    .await?;
     let (issued, user) =
         tokens::issue_session(state, &tx, id, "anonymous", &guard::client_info(req)).await?;
     let user_json = models::user_json(&tx, &user).await?;
@@ -148,6 +162,8 @@ async fn email_signup(
         Some(u) => {
             // Unconfirmed: send the confirmation again.
             flows::check_frequency(state, u.confirmation_sent_at)?;
+            let action = audit::Action::UserConfirmationRequested;
+            audit::record_user(state, &tx, &req.remote_addr, &u, action).await?;
             u.id
         }
         None => {
@@ -181,6 +197,20 @@ async fn email_signup(
                 };
             }
             models::upsert_email_identity(&tx, id, email, autoconfirm, &data).await?;
+            let actor = audit::Actor {
+                id: id.to_string(),
+                username: email.to_owned(),
+            };
+            let traits = json!({"provider": "email"});
+            audit::record(
+                state,
+                &tx,
+                &req.remote_addr,
+                &actor,
+                audit::Action::UserSignedUp,
+                traits,
+            )
+            .await?;
             id
         }
     };

@@ -182,7 +182,7 @@ async fn refresh(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiErr
             &json!({"error": "invalid_request", "error_description": "refresh_token required"}),
         ));
     };
-    let (issued, user_json) = tokens::refresh(state, &token).await?;
+    let (issued, user_json) = tokens::refresh(state, &token, &req.remote_addr).await?;
     ok(&issued.to_json(user_json))
 }
 

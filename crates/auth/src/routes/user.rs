@@ -11,7 +11,7 @@ use crate::api::{ApiError, ApiRequest};
 use crate::flows::{self, Kind, PkceParams};
 use crate::models::{self, User};
 use crate::service::State;
-use crate::{crypto, validate};
+use crate::{audit, crypto, validate};
 
 pub async fn get_user(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
     let caller = guard::require_user(state, req).await?;
@@ -203,6 +203,12 @@ pub async fn update_user(state: &State, req: &ApiRequest) -> Result<HttpResponse
     let user = models::user_by_id(&tx, user.id)
         .await?
         .ok_or_else(|| ApiError::internal("user vanished during update"))?;
+    let action = if new_hash.is_some() {
+        audit::Action::UserUpdatedPassword
+    } else {
+        audit::Action::UserModified
+    };
+    audit::record_user(state, &tx, &req.remote_addr, &user, action).await?;
     let user_json = models::user_json(&tx, &user).await?;
     tx.commit().await?;
     ok(&user_json)
@@ -264,7 +270,8 @@ async fn check_nonce(
 pub async fn logout(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiError> {
     let caller = guard::require_user(state, req).await?;
     let scope = req.query_param("scope").unwrap_or_else(|| "global".into());
-    let db = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
+    let db = client.transaction().await?;
     // A token without a session stands for all of the user's sessions.
     let scope = match (scope.as_str(), caller.session_id) {
         ("local" | "others", None) => "global".to_owned(),
@@ -302,6 +309,16 @@ pub async fn logout(state: &State, req: &ApiRequest) -> Result<HttpResponse, Api
             ));
         }
     }
+    audit::record(
+        state,
+        &db,
+        &req.remote_addr,
+        &audit::Actor::user(&caller.user),
+        audit::Action::Logout,
+        json!({"scope": scope}),
+    )
+    .await?;
+    db.commit().await?;
     Ok(HttpResponse {
         status: 204,
         headers: vec![],
@@ -330,6 +347,14 @@ pub async fn reauthenticate(state: &State, req: &ApiRequest) -> Result<HttpRespo
         &user.email,
         "",
         false,
+    )
+    .await?;
+    audit::record_user(
+        state,
+        &tx,
+        &req.remote_addr,
+        user,
+        audit::Action::UserReauthenticateRequested,
     )
     .await?;
     flows::send(state, &prepared).await?;
