@@ -1118,6 +1118,14 @@ impl Renderer<'_> {
             Media::Array { strip_nulls: true } => {
                 format!("coalesce(json_strip_nulls(json_agg({row})), '[]')::text")
             }
+            Media::GeoJson => {
+                // The handler refuses geo+json without PostGIS; the fallback never runs.
+                let as_feature = self.cache.geojson_fn.as_deref().unwrap_or("st_asgeojson");
+                format!(
+                    "json_build_object('type', 'FeatureCollection', 'features', \
+                     coalesce(json_agg({as_feature}({row})::json), '[]'))::text"
+                )
+            }
             Media::Csv => {
                 let header: Vec<String> = names.iter().map(|n| csv_field(n)).collect();
                 let header = self.params.bind(header.join(","));

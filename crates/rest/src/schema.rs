@@ -182,6 +182,12 @@ pub type RelKey = (String, String);
 /// schema, base, base column, view column.
 type Lineage = (String, String, String, String, String, String);
 
+/// The record form of PostGIS's `ST_AsGeoJSON`, if installed.
+const GEOJSON_FN_SQL: &str = "select quote_ident(n.nspname) || '.st_asgeojson'
+ from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+ where p.proname = 'st_asgeojson' and p.proargtypes[0] = 'record'::regtype
+ order by n.nspname limit 1";
+
 /// One loaded version of the schema cache.
 #[derive(Debug, Default)]
 pub struct SchemaCache {
@@ -194,6 +200,9 @@ pub struct SchemaCache {
     /// Settings of each role (`ALTER ROLE r SET name = value`) that requests
     /// running as it apply, as a JSON object text.
     pub role_settings: HashMap<String, String>,
+    /// PostGIS's `ST_AsGeoJSON(record)`, schema-qualified and quoted, when the
+    /// extension is installed: what `application/geo+json` responses need.
+    pub geojson_fn: Option<String>,
 }
 
 impl SchemaCache {
@@ -467,6 +476,11 @@ impl SchemaCache {
         let map: HashMap<String, String> =
             serde_json::from_str(settings.as_deref().unwrap_or("{}"))?;
         cache.settings = DbSettings::from_map(&map);
+        cache.geojson_fn = client
+            .query_opt(GEOJSON_FN_SQL, &[])
+            .await
+            .map_err(ctx("PostGIS"))?
+            .map(|r| r.get(0));
         for row in client
             .query(ROLE_SETTINGS_SQL, &[])
             .await

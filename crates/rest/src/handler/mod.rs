@@ -219,9 +219,12 @@ async fn route(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiError
         anon,
         max_rows,
     };
-    if matches!(ctx.media, Media::GeoJson) {
-        return Err(ApiError::not_implemented(
-            "The application/geo+json media type",
+    if matches!(ctx.media, Media::GeoJson) && ctx.cache.geojson_fn.is_none() {
+        // PostGIS renders the features; without it the type is not on offer.
+        return Err(ApiError::new(
+            406,
+            "PGRST107",
+            "None of these media types are available: application/geo+json",
         ));
     }
     match target {
@@ -401,6 +404,7 @@ impl Ctx<'_> {
     fn content_type(&self) -> &'static str {
         match self.media {
             Media::Csv => "text/csv; charset=utf-8",
+            Media::GeoJson => "application/geo+json; charset=utf-8",
             Media::Object { .. } => "application/vnd.pgrst.object+json; charset=utf-8",
             Media::Array { .. } => "application/vnd.pgrst.array+json; charset=utf-8",
             _ => "application/json; charset=utf-8",

@@ -1,6 +1,6 @@
 //! In-database settings, role settings, envelope, health and timeouts.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -101,16 +101,52 @@ async fn explain_plans_need_the_in_database_setting() {
 }
 
 #[tokio::test]
-async fn not_implemented_features_answer_501() {
+async fn geojson_needs_postgis_and_renders_feature_collections() {
+    // Without PostGIS the media type is not on offer.
     let t = spawn().await;
     let r = t
         .get_with("/clients", &[("accept", "application/geo+json")])
         .await;
-    assert_error(&r, 501, "PGRST501");
+    assert_error(&r, 406, "PGRST107");
+
+    let t = spawn_with(
+        "create extension postgis schema extensions;
+         create table places (id int primary key, name text, geom extensions.geometry(Point, 4326));
+         insert into places values (1, 'harbour', 'SRID=4326;POINT(1.5 2)'),
+                                   (2, 'hill', 'SRID=4326;POINT(-3 4.25)'),
+                                   (3, 'nowhere', null);
+         grant select on places to anon;",
+        &[],
+    )
+    .await;
+    let r = t
+        .get_with(
+            "/places?select=id,name,geom&id=lt.3&order=id",
+            &[("accept", "application/geo+json")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(
-        t.sql("select count(*) as n from clients").await,
-        json!([{"n": 2}])
+        r.header("content-type"),
+        Some("application/geo+json; charset=utf-8")
     );
+    let body: Value = serde_json::from_str(&r.text).unwrap();
+    assert_eq!(
+        body,
+        json!({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [1.5, 2]},
+             "properties": {"id": 1, "name": "harbour"}},
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [-3, 4.25]},
+             "properties": {"id": 2, "name": "hill"}},
+        ]})
+    );
+    // No rows: an empty collection.
+    let r = t
+        .get_with("/places?id=eq.99", &[("accept", "application/geo+json")])
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let body: Value = serde_json::from_str(&r.text).unwrap();
+    assert_eq!(body, json!({"type": "FeatureCollection", "features": []}));
 }
 
 #[tokio::test]
