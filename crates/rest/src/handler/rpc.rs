@@ -102,6 +102,19 @@ fn choose_function<'c>(
     })
 }
 
+/// An argument's type as SQL without an implied length: `format_type` prints
+/// `character` and `bit`, which in a cast or a column definition mean
+/// `character(1)` and `bit(1)`, while an argument takes values of any length.
+fn arg_type(type_name: &str) -> String {
+    let (base, dims) = type_name.split_at(type_name.find('[').unwrap_or(type_name.len()));
+    let base = match base {
+        "character" => "bpchar",
+        "bit" => "\"bit\"",
+        other => other,
+    };
+    format!("{base}{dims}")
+}
+
 pub(super) async fn rpc(ctx: &Ctx<'_>, name: &str) -> Result<HttpResponse, ApiError> {
     let post = ctx.req.method == "POST";
     let pairs = ctx.req.query_pairs();
@@ -254,15 +267,31 @@ pub(super) async fn rpc(ctx: &Ctx<'_>, name: &str) -> Result<HttpResponse, ApiEr
         if given.is_empty() {
             format!("{fq}()")
         } else {
+            // A JSON body's values are typed by the arguments; query-string
+            // values are text read by the argument type's input function, as
+            // a literal would be (`json_to_record` would keep a json/jsonb
+            // argument's text as a JSON string instead of parsing it).
             let defs: Vec<String> = given
                 .iter()
-                .map(|a| format!("{} {}", ident(&a.name), a.type_name))
+                .map(|a| {
+                    let ty = if post {
+                        arg_type(&a.type_name)
+                    } else {
+                        "text".to_owned()
+                    };
+                    format!("{} {ty}", ident(&a.name))
+                })
                 .collect();
             let args: Vec<String> = given
                 .iter()
                 .map(|a| {
                     let v = if a.mode == "v" { "variadic " } else { "" };
-                    format!("{v}{} => (select {} from json_to_record({data}::json) as \"pgrst_args\"({})) ", ident(&a.name), ident(&a.name), defs.join(", "))
+                    let cast = if post {
+                        String::new()
+                    } else {
+                        format!("::{}", arg_type(&a.type_name))
+                    };
+                    format!("{v}{} => (select {}{cast} from json_to_record({data}::json) as \"pgrst_args\"({})) ", ident(&a.name), ident(&a.name), defs.join(", "))
                 })
                 .collect();
             format!("{fq}({})", args.join(", "))

@@ -60,6 +60,87 @@ async fn calls_functions_by_named_arguments() {
     );
 }
 
+/// Query-string arguments (GET, HEAD) are text read by the argument's type: a
+/// json/jsonb argument receives the parsed document (supabase-py 2.34 sends
+/// dict arguments of `rpc(..., get=True)` as JSON text), while a JSON body's
+/// string stays a JSON string.
+#[tokio::test]
+async fn query_string_arguments_are_read_by_the_argument_type() {
+    let t = spawn_with(
+        "create function jtype(arg json) returns text language sql stable as $$ select json_typeof(arg) $$;
+         create function jb(doc jsonb) returns jsonb language sql stable as $$ select doc $$;
+         create function firsts(vals text[], variadic more int[]) returns text language sql stable
+           as $$ select vals[1] || ':' || more[1] $$;",
+        &[],
+    )
+    .await;
+    // {"a":1}
+    let r = t.get("/rpc/jtype?arg=%7B%22a%22%3A1%7D").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, json!("object"));
+    // [1,"b,c"]
+    let r = t.get("/rpc/jb?doc=%5B1%2C%22b%2Cc%22%5D").await;
+    assert_eq!(r.body, json!([1, "b,c"]), "{r:?}");
+    // "quoted" is a JSON string, 7 a number.
+    let r = t.get("/rpc/jtype?arg=%22quoted%22").await;
+    assert_eq!(r.body, json!("string"), "{r:?}");
+    let r = t.get("/rpc/jb?doc=7").await;
+    assert_eq!(r.body, json!(7), "{r:?}");
+    let r = t.get("/rpc/jb?doc=not%20json").await;
+    assert_error(&r, 400, "22P02");
+    // Other types are unaffected: array literals, repeated variadic values.
+    let r = t
+        .get("/rpc/firsts?vals=%7B%22a%2Cb%22%2Cc%7D&more=3&more=4")
+        .await;
+    assert_eq!(r.body, json!("a,b:3"), "{r:?}");
+    // A JSON body keeps its value types: a string stays a string.
+    let r = t
+        .call(
+            "POST",
+            "/rpc/jtype",
+            Some(r#"{"arg": "{\"a\": 1}"}"#),
+            anon(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.body, json!("string"), "{r:?}");
+    let r = t
+        .call(
+            "POST",
+            "/rpc/jtype",
+            Some(r#"{"arg": {"a": 1}}"#),
+            anon(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.body, json!("object"), "{r:?}");
+}
+
+/// `character` and `bit` arguments take values of any length, as in SQL
+/// (`format_type` prints them without the length, which alone means 1).
+#[tokio::test]
+async fn character_and_bit_arguments_keep_their_length() {
+    let t = spawn_with(
+        "create function chars(c character, b bit, cs character[]) returns text language sql stable
+           as $$ select c::text || '/' || b::text || '/' || cs::text $$;",
+        &[],
+    )
+    .await;
+    let r = t
+        .call(
+            "POST",
+            "/rpc/chars",
+            Some(r#"{"c": "AB", "b": "101", "cs": ["XY", "Z"]}"#),
+            anon(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, json!("AB/101/{XY,Z}"));
+    let r = t.get("/rpc/chars?c=AB&b=101&cs=%7BXY%2CZ%7D").await;
+    assert_eq!(r.body, json!("AB/101/{XY,Z}"), "{r:?}");
+}
+
 #[tokio::test]
 async fn set_returning_functions_filter_order_embed_and_count() {
     let t = spawn().await;
