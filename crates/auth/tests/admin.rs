@@ -360,6 +360,26 @@ async fn generate_link_returns_the_link_flattened_and_sends_nothing() {
         r.body["redirect_to"], "http://localhost:3000",
         "not allowed: the site URL"
     );
+    // Email change links answer the type asked for (the clients check it)
+    // and link to /verify as an email change.
+    for kind in ["email_change_current", "email_change_new"] {
+        let r = auth
+            .admin(
+                "POST",
+                "/admin/generate_link",
+                Some(json!({"type": kind, "email": "gen@example.com",
+                   "new_email": "gen-new@example.com"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{kind}: {:?}", r.body);
+        assert_eq!(r.body["verification_type"], kind);
+        assert_eq!(r.body["new_email"], "gen-new@example.com");
+        assert!(
+            s(&r.body, "action_link").contains("type=email_change&"),
+            "{kind}: {}",
+            r.body["action_link"]
+        );
+    }
     let r = auth
         .admin(
             "POST",

@@ -810,7 +810,13 @@ async fn generate_link(state: &State, req: &ApiRequest) -> Result<HttpResponse, 
     out.insert("action_link".into(), json!(prepared.link));
     out.insert("email_otp".into(), json!(prepared.otp));
     out.insert("hashed_token".into(), json!(prepared.token_hash));
-    out.insert("verification_type".into(), json!(kind.verify_type()));
+    // The type asked for: email change links name which address they confirm.
+    let verification_type = match kind {
+        Kind::EmailChangeCurrent => "email_change_current",
+        Kind::EmailChangeNew => "email_change_new",
+        other => other.verify_type(),
+    };
+    out.insert("verification_type".into(), json!(verification_type));
     out.insert("redirect_to".into(), json!(prepared.redirect_to));
     ok(&Value::Object(out))
 }
