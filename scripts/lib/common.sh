@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034
-# Shared helpers for scripts/up and scripts/down. Sourced, never executed.
+# Shared helpers for scripts/up, scripts/down and scripts/bench. Sourced, never executed.
 #
 # Layout of the state directory ($FERROBASE_HOME, default <repo>/.ferrobase):
 #   pg/            PostgreSQL data directory (owned by the `postgres` user when we run as root)
@@ -66,6 +66,28 @@ find_pg_bin() {
   fi
   [[ -n $best ]] || return 1
   echo "$best"
+}
+
+# apt_install <package...>: installs Debian/Ubuntu packages with apt-get, through
+# sudo when not root. A PostgreSQL server package does not create and start a
+# cluster of its own on port 5432.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 ||
+    die "missing $* and apt-get is not available: install them, then retry"
+  local sudo=()
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null 2>&1 || die "installing $* needs root (or sudo)"
+    sudo=(sudo)
+  fi
+  log "installing $* with apt-get"
+  local no_cluster=/etc/postgresql-common/createcluster.d/ferrobase-no-main-cluster.conf
+  if [[ " $* " == *" postgresql"* ]]; then
+    "${sudo[@]}" mkdir -p "$(dirname "$no_cluster")"
+    echo 'create_main_cluster = false' | "${sudo[@]}" tee "$no_cluster" >/dev/null
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+  "${sudo[@]}" rm -f "$no_cluster"
 }
 
 # Run a PostgreSQL server command as the `postgres` user when we are root

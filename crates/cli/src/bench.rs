@@ -1,5 +1,6 @@
 //! `ferrobase bench gateway`: what the gateway hop costs; `ferrobase bench auth`:
-//! the auth service's throughput (see [`auth`]).
+//! the auth service's throughput (see [`auth`]); `ferrobase bench rest`: the rest
+//! engine against pgbench ceilings and a peer (see [`rest`]).
 //!
 //! The same minimal call, the auth service's `GET /health`, is driven at a fixed
 //! concurrency twice in one run: through the gateway over HTTP (API key check,
@@ -19,6 +20,8 @@ use serde_json::json;
 use tower_layer::Layer as _;
 
 use crate::flag;
+
+mod rest;
 
 /// One measured side.
 #[derive(Debug, Clone)]
@@ -90,9 +93,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("gateway") => gateway(&args[1..]),
         Some("auth") => auth(&args[1..]),
+        Some("rest") => rest::run(&args[1..]),
         _ => anyhow::bail!(
             "usage: ferrobase bench gateway --gateway URL --grpc URL --apikey KEY\n       \
-             ferrobase bench auth --gateway URL --apikey KEY --service-key KEY [--bcrypt-cost N]"
+             ferrobase bench auth --gateway URL --apikey KEY --service-key KEY [--bcrypt-cost N]\n       \
+             ferrobase bench rest --gateway URL --apikey KEY --pgbench PATH --db-url URL \
+             --authenticator-url URL [--peer URL]"
         ),
     }
 }

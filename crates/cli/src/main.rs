@@ -23,7 +23,8 @@ const USAGE: &str = "usage:
   ferrobase bench gateway --gateway URL --grpc URL --apikey KEY [--connections N] [--seconds S] [--out FILE]
   ferrobase bench auth --gateway URL --apikey KEY --service-key KEY [--bcrypt-cost N]
   ferrobase bench rest --gateway URL --apikey KEY --pgbench PATH --db-url URL --authenticator-url URL
-      [--scale N] [--pgbench-threads N] [--gateway-pid PID] [--rest-pid PID] [--pool-size N]
+      [--scale N] [--pgbench-threads N] [--gateway-pid PID] [--rest-pid PID] [--postgres-pid PID]
+      [--pool-size N] [--connections N] [--seconds S] [--out FILE]
       [--peer URL --peer-name NAME --peer-pid PID | --peer-unavailable REASON]";
 
 fn main() -> ExitCode {
