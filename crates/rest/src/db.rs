@@ -61,37 +61,55 @@ pub struct Settings {
 }
 
 impl Settings {
-    fn params(&self) -> Vec<TextParam<'_>> {
-        [
-            Some(self.search_path.as_str()),
-            Some(self.role.as_str()),
-            Some(self.claims.as_str()),
-            Some(self.method.as_str()),
-            Some(self.path.as_str()),
-            Some(self.headers.as_str()),
-            Some(self.cookies.as_str()),
-            self.statement_timeout.as_deref(),
-            self.timezone.as_deref(),
-            Some(self.role_settings.as_str()),
+    /// The statement applying these settings, and its values. The parts for
+    /// the role's own settings, a statement timeout and a time zone are only
+    /// there when there is something to set, so the common request runs the
+    /// smallest statement (each variant is prepared once per connection).
+    fn statement(&self) -> (String, Vec<TextParam<'_>>) {
+        let mut sql = String::from(SET_SQL);
+        let mut params: Vec<TextParam<'_>> = [
+            self.search_path.as_str(),
+            self.role.as_str(),
+            self.claims.as_str(),
+            self.method.as_str(),
+            self.path.as_str(),
+            self.headers.as_str(),
+            self.cookies.as_str(),
         ]
         .into_iter()
-        .map(TextParam)
-        .collect()
+        .map(|v| TextParam(Some(v)))
+        .collect();
+        let role_settings = self.role_settings.trim();
+        if !role_settings.is_empty() && role_settings != "{}" {
+            params.push(TextParam(Some(role_settings)));
+            sql.push_str(&format!(
+                ", (select count(set_config(key, value, true)) from json_each_text(${}::json))",
+                params.len()
+            ));
+        }
+        for (name, value) in [
+            ("statement_timeout", &self.statement_timeout),
+            ("timezone", &self.timezone),
+        ] {
+            if let Some(v) = value {
+                params.push(TextParam(Some(v.as_str())));
+                sql.push_str(&format!(", set_config('{name}', ${}, true)", params.len()));
+            }
+        }
+        (sql, params)
     }
 }
 
 // The role must be one `authenticator` may switch to; any other existing role
 // (a superuser, say) is replaced by a name that fails as an unknown role does.
+// `to_regrole` of the quoted name finds the role by its exact name (or null).
 const SET_SQL: &str = "select set_config('search_path', $1, true), \
-     set_config('role', case when not exists (select 1 from pg_catalog.pg_roles where rolname = $2) \
-       or pg_catalog.pg_has_role('authenticator', $2, 'member') then $2 \
-       else 'ferrobase: role not allowed' end, true), \
+     set_config('role', case when to_regrole(quote_ident($2)) is null \
+       or pg_catalog.pg_has_role('authenticator', to_regrole(quote_ident($2))::oid, 'member') \
+       then $2 else 'ferrobase: role not allowed' end, true), \
      set_config('request.jwt.claims', $3, true), set_config('request.method', $4, true), \
      set_config('request.path', $5, true), set_config('request.headers', $6, true), \
-     set_config('request.cookies', $7, true), \
-     (select count(set_config(key, value, true)) from json_each_text($10::json)), \
-     set_config('statement_timeout', coalesce($8, current_setting('statement_timeout')), true), \
-     set_config('timezone', coalesce($9, current_setting('timezone')), true)";
+     set_config('request.cookies', $7, true)";
 
 /// Most values one statement binds (PostgreSQL's protocol allows 65535).
 const MAX_PARAMS: usize = 10_000;
@@ -196,11 +214,11 @@ pub async fn run(
     if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
         client.statement_cache.clear();
     }
+    let (set_sql, set_params) = settings.statement();
     let set = client
-        .prepare_cached(SET_SQL)
+        .prepare_cached(&set_sql)
         .await
         .map_err(|e| from_pg(&e, anon))?;
-    let set_params = settings.params();
     let set_dyn = dyn_params(&set_params);
     let main_params = as_params(params);
     let main_dyn = dyn_params(&main_params);
@@ -334,11 +352,11 @@ pub async fn run_rows(
             "Timed out acquiring connection from connection pool.",
         )
     })?;
+    let (set_sql, set_params) = settings.statement();
     let set = client
-        .prepare_cached(SET_SQL)
+        .prepare_cached(&set_sql)
         .await
         .map_err(|e| from_pg(&e, anon))?;
-    let set_params = settings.params();
     let set_dyn = dyn_params(&set_params);
     let main_params = as_params(params);
     let main_dyn = dyn_params(&main_params);

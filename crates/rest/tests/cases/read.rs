@@ -606,6 +606,19 @@ async fn rls_runs_as_the_callers_role() {
     let ctx = ferrobase_common::AuthContext::from_claims(json!({"role": "nobody"}));
     let r = t.call("GET", "/notes", None, ctx, &[]).await;
     assert_error(&r, 401, "22023");
+    // Names are exact: a mixed-case role outside authenticator's reach is
+    // refused even when a lower-case namesake would be allowed.
+    t.exec(
+        "create role \"Boss\" superuser nologin; create role boss nologin; grant boss to authenticator;",
+    )
+    .await;
+    let ctx = ferrobase_common::AuthContext::from_claims(json!({"role": "Boss"}));
+    let r = t.call("GET", "/notes", None, ctx, &[]).await;
+    assert_error(&r, 401, "22023");
+    assert_eq!(
+        t.sql("select body from notes order by id").await,
+        json!([{"body": "alice's"}])
+    );
 }
 
 #[tokio::test]
