@@ -292,6 +292,21 @@ impl<'a> Planner<'a> {
                     spread,
                     items,
                 } => {
+                    // A key named after an FK column keeps that name.
+                    let key = alias.clone().unwrap_or_else(|| name.clone());
+                    if node.embeds.iter().any(|e| e.key == key) {
+                        // PostgreSQL's own answer to PostgREST's join alias used twice.
+                        return Err(ApiError::new(
+                            400,
+                            "42712",
+                            format!(
+                                "table name \"{}_{}_{}\" specified more than once",
+                                node.source.name,
+                                key,
+                                self.depth + 1
+                            ),
+                        ));
+                    }
                     let rel = self.relationship(&node.source, name, hint.as_deref())?;
                     let child_alias = self.next_alias("e");
                     let lateral = self.next_alias("l");
@@ -334,8 +349,6 @@ impl<'a> Planner<'a> {
                     };
                     self.depth -= 1;
                     let child = child?;
-                    // A key named after an FK column keeps that name.
-                    let key = alias.clone().unwrap_or_else(|| name.clone());
                     let output = !items.is_empty();
                     let idx = node.embeds.len();
                     if output {

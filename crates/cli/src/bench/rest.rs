@@ -62,7 +62,7 @@ commit;
 /// The values of one anon request's settings (`pgbench -D`); the API key is a
 /// stand-in of a real one's length.
 const REST_SETTINGS: [(&str, &str); 7] = [
-    ("search_path", r#""public", "extensions""#),
+    ("search_path", r#""public", "public", "extensions""#),
     ("role", "anon"),
     (
         "claims",

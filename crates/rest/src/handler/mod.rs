@@ -321,10 +321,9 @@ impl Ctx<'_> {
         };
         claims.insert("role".into(), Value::String(self.req.ctx.role.clone()));
         let mut path_items = vec![ident(&self.schema)];
+        // Like PostgREST, the extra path follows even when it repeats the schema.
         for s in &self.state.config.extra_search_path {
-            if s != &self.schema {
-                path_items.push(ident(s));
-            }
+            path_items.push(ident(s));
         }
         Settings {
             search_path: path_items.join(", "),

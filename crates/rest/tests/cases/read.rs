@@ -418,6 +418,19 @@ async fn self_references_hints_and_ambiguity() {
         "Try changing 'people' to one of the following: 'people!message_recipient_fkey', 'people!message_sender_fkey'. Find the desired relationship in the 'details' key."
     );
 
+    // The same key twice is PostgreSQL's duplicate alias error, as with PostgREST.
+    let r = t
+        .get("/messages?select=id,people!sender(name),people!recipient(name)")
+        .await;
+    assert_error(&r, 400, "42712");
+    assert_eq!(
+        r.body["message"],
+        "table name \"messages_people_1\" specified more than once"
+    );
+    let r = t
+        .get("/messages?select=id,p:people!sender(name),p:people!recipient(name)")
+        .await;
+    assert_error(&r, 400, "42712");
     let r = t.get("/messages?select=id,from:people!message_sender_fkey(name),to:people!recipient(name)&id=eq.1").await;
     assert_eq!(
         r.body,

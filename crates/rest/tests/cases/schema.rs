@@ -181,7 +181,8 @@ async fn claims_and_request_settings_reach_sql() {
     );
     assert_eq!(r.body["path"], "/rpc/ctx");
     assert_eq!(r.body["hdr"], "v");
-    assert_eq!(r.body["sp"], "\"public\", \"extensions\"");
+    // The schema, then the extra search path as configured (PostgREST repeats it too).
+    assert_eq!(r.body["sp"], "\"public\", \"public\", \"extensions\"");
 }
 
 #[tokio::test]
