@@ -228,9 +228,10 @@ impl SchemaCache {
         )
     }
 
-    /// The closest function name in `schema` to `name`, other than itself.
+    /// The most similar callable function name in `schema` to `name`, other
+    /// than itself, by the looser likeness PostgREST uses for function hints.
     pub fn similar_function(&self, schema: &str, name: &str) -> Option<String> {
-        closest(
+        most_alike(
             name,
             self.functions
                 .iter()
@@ -499,6 +500,29 @@ pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Opt
         .map(|c| (edit_distance(&name.to_lowercase(), &c.to_lowercase()), c))
         .filter(|(d, _)| *d <= limit)
         .min_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)))
+        .map(|(_, c)| c.to_owned())
+}
+
+/// The candidate most like `name`, comparing lower-cased letters and digits
+/// only: likeness is 1 - edits / length of the longer name, and a candidate
+/// needs at least a third.
+pub fn most_alike<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
+    let fold = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let wanted = fold(name);
+    candidates
+        .map(|c| {
+            let folded = fold(c);
+            let longer = wanted.chars().count().max(folded.chars().count()).max(1);
+            let likeness = 1.0 - edit_distance(&wanted, &folded) as f64 / longer as f64;
+            (likeness, c)
+        })
+        .filter(|(likeness, _)| *likeness >= 1.0 / 3.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(a.1)))
         .map(|(_, c)| c.to_owned())
 }
 
@@ -783,5 +807,27 @@ mod tests {
             Some("projects".to_owned())
         );
         assert_eq!(closest("zebra", names.iter().copied()), None);
+    }
+
+    #[test]
+    fn function_hints_use_the_looser_likeness() {
+        let names = [
+            "polymorphic_function_with_unnamed_text",
+            "get_user_messages",
+            "add",
+        ];
+        // Too far for `closest`, alike enough for a function hint.
+        let wanted = "polymorphic_function_with_unnamed_integer";
+        assert_eq!(closest(wanted, names.iter().copied()), None);
+        assert_eq!(
+            most_alike(wanted, names.iter().copied()).as_deref(),
+            Some("polymorphic_function_with_unnamed_text")
+        );
+        // Separators and case do not count.
+        assert_eq!(
+            most_alike("GetUserMessages", names.iter().copied()).as_deref(),
+            Some("get_user_messages")
+        );
+        assert_eq!(most_alike("missing", names.iter().copied()), None);
     }
 }

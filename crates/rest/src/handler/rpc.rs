@@ -89,10 +89,13 @@ fn choose_function<'c>(
         "Searched for the function {schema}.{name} {params_txt}{}, but no matches were found in the schema cache.",
         if post { " or with a single unnamed json/jsonb parameter" } else { "" }
     ));
-    let similar = if all.is_empty() {
+    let similar = if !all.is_empty() {
+        Some(name.to_owned())
+    } else if cache.functions(schema, name).is_empty() {
         cache.similar_function(schema, name)
     } else {
-        Some(name.to_owned())
+        // The name exists but is not callable (a computed field): no guess.
+        None
     };
     Err(match similar {
         Some(f) => e.hint(format!(

@@ -210,6 +210,13 @@ async fn function_resolution_errors() {
         "Perhaps you meant to call the function public.add"
     );
     let r = t
+        .call("POST", "/rpc/Ad_D", Some(r#"{"a": 1}"#), anon(), &[])
+        .await;
+    assert_eq!(
+        r.body["hint"],
+        "Perhaps you meant to call the function public.add"
+    );
+    let r = t
         .call("POST", "/rpc/overloaded", Some(r#"{"a": 1}"#), anon(), &[])
         .await;
     assert_error(&r, 300, "PGRST203");
