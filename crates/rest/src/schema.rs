@@ -196,6 +196,9 @@ pub struct SchemaCache {
     /// Unique column sets (primary keys, unique constraints and indexes) per relation.
     pub unique_keys: HashMap<(String, String), Vec<Vec<String>>>,
     pub functions: HashMap<(String, String), Vec<Function>>,
+    /// The exposed schemas, the default first: the authenticator's
+    /// `pgrst.db_schemas` when set, else the configured ones.
+    pub schemas: Vec<String>,
     pub settings: DbSettings,
     /// Settings of each role (`ALTER ROLE r SET name = value`) that requests
     /// running as it apply, as a JSON object text.
@@ -362,6 +365,26 @@ impl SchemaCache {
             move |e: tokio_postgres::Error| anyhow::anyhow!("loading {what}: {e}")
         };
         let mut cache = Self::default();
+        // In-database settings first: they may choose the schemas.
+        let settings: Option<String> = client
+            .query_one(SETTINGS_SQL, &[])
+            .await
+            .map_err(ctx("settings"))?
+            .get(0);
+        let map: HashMap<String, String> =
+            serde_json::from_str(settings.as_deref().unwrap_or("{}"))?;
+        cache.settings = DbSettings::from_map(&map);
+        cache.schemas = map
+            .get("pgrst.db_schemas")
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| schemas.to_vec());
+        let schemas = cache.schemas.clone();
         for row in client
             .query(TABLES_SQL, &[&schemas])
             .await
@@ -469,14 +492,6 @@ impl SchemaCache {
             ));
         }
         cache.inherit_view_keys(&lineage);
-        let settings: Option<String> = client
-            .query_one(SETTINGS_SQL, &[])
-            .await
-            .map_err(ctx("settings"))?
-            .get(0);
-        let map: HashMap<String, String> =
-            serde_json::from_str(settings.as_deref().unwrap_or("{}"))?;
-        cache.settings = DbSettings::from_map(&map);
         cache.geojson_fn = client
             .query_opt(GEOJSON_FN_SQL, &[])
             .await

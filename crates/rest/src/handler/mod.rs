@@ -180,14 +180,19 @@ async fn route(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiError
     } else {
         req.header("content-profile")
     };
+    let cache = state.cache.get();
+    let exposed = &cache.schemas;
     let schema = match profile_header {
-        None => state.config.schemas[0].clone(),
-        Some(p) if state.config.schemas.iter().any(|s| s == p) => p.to_owned(),
+        None => exposed
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "public".to_owned()),
+        Some(p) if exposed.iter().any(|s| s == p) => p.to_owned(),
         Some(p) => {
             return Err(
                 ApiError::new(406, "PGRST106", format!("Invalid schema: {p}")).hint(format!(
                     "Only the following schemas are exposed: {}",
-                    state.config.schemas.join(", ")
+                    exposed.join(", ")
                 )),
             );
         }
@@ -205,7 +210,6 @@ async fn route(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiError
         )));
     }
     let media = negotiate(req.header("accept"))?;
-    let cache = state.cache.get();
     let max_rows = cache.settings.max_rows.or(state.config.max_rows);
     let anon = req.ctx.role == "anon";
     let ctx = Ctx {
@@ -260,7 +264,7 @@ async fn route(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiError
                 .and_then(|r| serde_json::from_str(r).ok())
                 .unwrap_or_default();
             let doc =
-                crate::openapi::document(&ctx.cache, &ctx.schema, &state.config.schemas, &visible);
+                crate::openapi::document(&ctx.cache, &ctx.schema, &ctx.cache.schemas, &visible);
             let body = if method == "HEAD" {
                 String::new()
             } else {
@@ -446,7 +450,7 @@ impl Ctx<'_> {
     }
 
     fn finish(&self, mut resp: Response) -> Response {
-        if self.profile_negotiated || self.state.config.schemas.len() > 1 {
+        if self.profile_negotiated || self.cache.schemas.len() > 1 {
             resp = resp.header("content-profile", self.schema.clone());
         }
         resp

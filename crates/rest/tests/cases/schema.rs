@@ -10,6 +10,42 @@ async fn set_db_config(t: &TestRest, setting: &str, value: &str) {
 }
 
 #[tokio::test]
+async fn exposed_schemas_can_come_from_the_database() {
+    let t = spawn_with(
+        "create schema personal;
+         create table personal.diary (id int primary key, entry text);
+         insert into personal.diary values (1, 'dear diary');
+         grant usage on schema personal to anon;
+         grant select on personal.diary to anon;",
+        &[],
+    )
+    .await;
+    let profile = [("accept-profile", "personal")];
+    let r = t.get_with("/diary", &profile).await;
+    assert_error(&r, 406, "PGRST106");
+    set_db_config(&t, "db_schemas", "public, personal").await;
+    let mut r = t.get_with("/diary", &profile).await;
+    for _ in 0..40 {
+        if r.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        r = t.get_with("/diary", &profile).await;
+    }
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, json!([{"id": 1, "entry": "dear diary"}]));
+    assert_eq!(r.header("content-profile"), Some("personal"));
+    // The first one stays the default; others are still refused.
+    assert_eq!(t.get("/clients?select=id&id=eq.1").await.status, 200);
+    let r = t.get_with("/diary", &[("accept-profile", "secret")]).await;
+    assert_error(&r, 406, "PGRST106");
+    assert_eq!(
+        r.body["hint"],
+        "Only the following schemas are exposed: public, personal"
+    );
+}
+
+#[tokio::test]
 async fn aggregates_need_the_in_database_setting() {
     let t = spawn().await;
     let r = t.get("/items?select=price.sum()").await;
