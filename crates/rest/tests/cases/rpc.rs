@@ -209,6 +209,42 @@ async fn function_resolution_errors() {
         r.body["hint"],
         "Perhaps you meant to call the function public.add"
     );
+    // A function /rpc cannot call (one unnamed int) gets a hint too.
+    t.exec(
+        "create function poly_unnamed_integer(int) returns int language sql as $$ select $1 $$;
+         create function poly_unnamed_text(text) returns text language sql as $$ select $1 $$;
+         notify pgrst, 'reload schema';",
+    )
+    .await;
+    let mut r = t
+        .call(
+            "POST",
+            "/rpc/poly_unnamed_integer",
+            Some("{\"\": 1}"),
+            anon(),
+            &[],
+        )
+        .await;
+    for _ in 0..40 {
+        if r.body["hint"] != serde_json::Value::Null {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        r = t
+            .call(
+                "POST",
+                "/rpc/poly_unnamed_integer",
+                Some("{\"\": 1}"),
+                anon(),
+                &[],
+            )
+            .await;
+    }
+    assert_error(&r, 404, "PGRST202");
+    assert_eq!(
+        r.body["hint"],
+        "Perhaps you meant to call the function public.poly_unnamed_text"
+    );
     let r = t
         .call("POST", "/rpc/Ad_D", Some(r#"{"a": 1}"#), anon(), &[])
         .await;
