@@ -1,7 +1,8 @@
 //! The audit trail in `auth.audit_log_entries`: who did what, when, from where.
 //!
 //! Entries are written in the transaction of the change they describe, so a
-//! rolled-back change leaves no entry. `FERROBASE_AUTH_AUDIT_LOG=false` turns
+//! rolled-back change leaves no entry; each is stamped with the clock time of
+//! its insert, so entries of one transaction keep their order. `FERROBASE_AUTH_AUDIT_LOG=false` turns
 //! the trail off.
 
 use crate::api::ApiError;
@@ -120,7 +121,7 @@ pub fn payload(actor: &Actor, action: Action, traits: Value) -> Value {
 /// SQL inserting one entry from `$1` (payload as text) and `$2` (IP address);
 /// used standalone and inside larger statements.
 pub const INSERT_SQL: &str = "insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address)
-     values ('00000000-0000-0000-0000-000000000000', gen_random_uuid(), $1::text::json, now(), left($2::text, 64))";
+     values ('00000000-0000-0000-0000-000000000000', gen_random_uuid(), $1::text::json, clock_timestamp(), left($2::text, 64))";
 
 /// Records `action` by `actor` in the caller's transaction.
 pub async fn record(
@@ -138,6 +139,23 @@ pub async fn record(
     let body = payload(actor, action, traits).to_string();
     db.execute(&insert, &[&body, &ip]).await?;
     Ok(())
+}
+
+/// Records that user `id` (addressed as `username`) signed up with `provider`.
+pub async fn record_signup(
+    state: &State,
+    db: &impl GenericClient,
+    ip: &str,
+    id: uuid::Uuid,
+    username: &str,
+    provider: &str,
+) -> Result<(), ApiError> {
+    let actor = Actor {
+        id: id.to_string(),
+        username: username.to_owned(),
+    };
+    let traits = json!({ "provider": provider });
+    record(state, db, ip, &actor, Action::UserSignedUp, traits).await
 }
 
 /// Records `action` by `user` on itself.

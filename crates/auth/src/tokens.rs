@@ -371,7 +371,7 @@ const ROTATE_SQL: &str = "with revoked as (
    where id = $5
  ), audited as (
    insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address)
-   select $2, gen_random_uuid(), $6::text::json, now(), left($7::text, 64)
+   select $2, gen_random_uuid(), $6::text::json, clock_timestamp(), left($7::text, 64)
    where $6::text is not null
  )
  insert into auth.refresh_tokens

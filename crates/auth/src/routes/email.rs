@@ -92,20 +92,7 @@ pub async fn otp(state: &State, req: &ApiRequest) -> Result<HttpResponse, ApiErr
                 ));
             }
             models::upsert_email_identity(&tx, id, &email, confirmed, &data).await?;
-            let actor = audit::Actor {
-                id: id.to_string(),
-                username: email.clone(),
-            };
-            let traits = json!({"provider": "email"});
-            audit::record(
-                state,
-                &tx,
-                &req.remote_addr,
-                &actor,
-                audit::Action::UserSignedUp,
-                traits,
-            )
-            .await?;
+            audit::record_signup(state, &tx, &req.remote_addr, id, &email, "email").await?;
             (
                 id,
                 if confirmed {

@@ -91,20 +91,7 @@ async fn anonymous(
         &[&INSTANCE_ID, &id, &aud, &data],
     )
     .await?;
-    let actor = audit::Actor {
-        id: id.to_string(),
-        username: String::new(),
-    };
-    let traits = json!({"provider": "anonymous"});
-    audit::record(
-        state,
-        &tx,
-        &req.remote_addr,
-        &actor,
-        audit::Action::UserSignedUp,
-        traits,
-    )
-    .await?;
+    audit::record_signup(state, &tx, &req.remote_addr, id, "", "anonymous").await?;
     let (issued, user) =
         tokens::issue_session(state, &tx, id, "anonymous", &guard::client_info(req)).await?;
     let user_json = models::user_json(&tx, &user).await?;
@@ -197,20 +184,7 @@ async fn email_signup(
                 };
             }
             models::upsert_email_identity(&tx, id, email, autoconfirm, &data).await?;
-            let actor = audit::Actor {
-                id: id.to_string(),
-                username: email.to_owned(),
-            };
-            let traits = json!({"provider": "email"});
-            audit::record(
-                state,
-                &tx,
-                &req.remote_addr,
-                &actor,
-                audit::Action::UserSignedUp,
-                traits,
-            )
-            .await?;
+            audit::record_signup(state, &tx, &req.remote_addr, id, email, "email").await?;
             id
         }
     };
