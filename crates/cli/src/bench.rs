@@ -48,6 +48,21 @@ impl Sample {
 
 /// Runs `connections` workers calling `call` (with the worker's index) until
 /// `duration` has passed.
+/// The multi-threaded runtime the load generators run on.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// An HTTP client keeping an idle connection for each of `connections` workers.
+fn load_client(connections: usize, timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .timeout(timeout)
+        .build()
+}
+
 async fn drive<F, Fut>(connections: usize, duration: Duration, call: F) -> Sample
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
@@ -114,14 +129,8 @@ fn gateway(args: &[String]) -> anyhow::Result<()> {
     let seconds: u64 = flag(args, "--seconds")?.map_or(Ok(10), |v| v.parse())?;
     let out = flag(args, "--out")?;
     let duration = Duration::from_secs(seconds);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(connections)
-            .timeout(Duration::from_secs(10))
-            .build()?;
+    runtime()?.block_on(async move {
+        let http = load_client(connections, Duration::from_secs(10))?;
         let url = format!("{}/auth/v1/health", gateway_url.trim_end_matches('/'));
         let probe = http.get(&url).header("apikey", &apikey).send().await?;
         anyhow::ensure!(probe.status().is_success(), "GET {url} answered {}", probe.status());
@@ -224,14 +233,8 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
     let base = format!("{}/auth/v1", gateway_url.trim_end_matches('/'));
 
     let ceiling = bcrypt_ceiling(cost, duration)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(connections)
-            .timeout(Duration::from_secs(30))
-            .build()?;
+    runtime()?.block_on(async move {
+        let http = load_client(connections, Duration::from_secs(30))?;
         let users = create_users(&http, &base, &apikey, &service_key, connections).await?;
 
         // Password sign-ins, worker i signing in as user i.

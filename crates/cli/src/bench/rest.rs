@@ -559,14 +559,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let rest_ceiling = pgbench(&pgbench_bin, &rest_args, &rest_shown)?;
     drop(script);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(connections)
-            .timeout(Duration::from_secs(10))
-            .build()?;
+    super::runtime()?.block_on(async move {
+        let http = super::load_client(connections, Duration::from_secs(10))?;
         let rng = Arc::new(Rng::seeded());
         let server = |base: String| Server {
             http: http.clone(),
