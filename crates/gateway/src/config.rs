@@ -103,10 +103,21 @@ impl RateRule {
 
     /// True when this rule counts the request.
     pub fn matches(&self, method: &str, path: &str) -> bool {
+        self.matches_split(method, path, "")
+    }
+
+    /// [`Self::matches`] for the path `head` followed by `tail`, without
+    /// joining them (a surface prefix and the path below it).
+    pub fn matches_split(&self, method: &str, head: &str, tail: &str) -> bool {
+        let prefix = self.path_prefix.as_str();
+        let path_matches = match prefix.strip_prefix(head) {
+            Some(rest) => tail.starts_with(rest),
+            None => head.starts_with(prefix),
+        };
         self.method
             .as_deref()
             .is_none_or(|m| m.eq_ignore_ascii_case(method))
-            && path.starts_with(&self.path_prefix)
+            && path_matches
     }
 }
 
@@ -258,6 +269,23 @@ mod tests {
         let by_email = RateRule::parse("POST /auth/v1/otp=5/3600 by email").unwrap();
         assert_eq!(by_email.key, RateKey::BodyField("email".into()));
         assert_eq!((by_email.limit, by_email.window.as_secs()), (5, 3600));
+        // A split path matches as the joined one does.
+        for (head, tail, joined) in [
+            ("/auth/v1", "/otp", true),
+            ("/auth/v1", "/otpx", true),
+            ("/auth/v1", "/token", false),
+            ("/auth", "/v1/otp", true),
+            ("/rest/v1", "/otp", false),
+            ("/auth/v1/otp", "", true),
+        ] {
+            assert_eq!(
+                by_email.matches_split("POST", head, tail),
+                joined,
+                "{head}{tail}"
+            );
+            assert_eq!(by_email.matches("POST", &format!("{head}{tail}")), joined);
+        }
+        assert!(!by_email.matches_split("GET", "/auth/v1", "/otp"));
         let by_ip = RateRule::parse("POST /auth/v1/otp=5/60 by ip").unwrap();
         assert_eq!(by_ip.key, RateKey::Ip);
         for bad in [

@@ -131,11 +131,12 @@ async fn relay_buffered(
     request_id: RequestId,
 ) -> Result<HttpResponse, EdgeError> {
     let body = read_body(payload, state.max_body_bytes).await?;
-    if let Some(limiter) = &state.limiter {
-        let public_path = [surface.prefix(), head.path.as_str()].concat();
-        if let Some(limited) = limiter.check_body(&head.method, &public_path, &body).await {
-            return Err(EdgeError::rate_limited(limited.retry_after_secs));
-        }
+    if let Some(limiter) = &state.limiter
+        && let Some(limited) = limiter
+            .check_body(&head.method, surface.prefix(), &head.path, &body)
+            .await
+    {
+        return Err(EdgeError::rate_limited(limited.retry_after_secs));
     }
     let message = ProtoRequest {
         method: head.method,

@@ -67,19 +67,25 @@ impl RateLimiter {
         limited
     }
 
-    /// True when some rule counts `method path` by a field of its body, so the
-    /// caller knows whether [`Self::check_body`] needs the body at all.
-    pub fn counts_body(&self, method: &str, path: &str) -> bool {
-        self.rules
-            .iter()
-            .any(|r| matches!(r.key, RateKey::BodyField(_)) && r.matches(method, path))
+    /// True when some rule counts `method` on the path `surface` + `path` by a
+    /// field of its body, so [`Self::check_body`] needs to read the body.
+    fn counts_body(&self, method: &str, surface: &str, path: &str) -> bool {
+        self.rules.iter().any(|r| {
+            matches!(r.key, RateKey::BodyField(_)) && r.matches_split(method, surface, path)
+        })
     }
 
     /// Counts the request against every matching rule keyed by a body field.
     /// A body that is not a JSON object, or lacks the field, is not counted
     /// (the service answers it with its own validation error).
-    pub async fn check_body(&self, method: &str, path: &str, body: &[u8]) -> Option<Limited> {
-        if !self.counts_body(method, path) {
+    pub async fn check_body(
+        &self,
+        method: &str,
+        surface: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Option<Limited> {
+        if !self.counts_body(method, surface, path) {
             return None;
         }
         let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body) else {
@@ -90,7 +96,7 @@ impl RateLimiter {
             let RateKey::BodyField(field) = &rule.key else {
                 continue;
             };
-            if !rule.matches(method, path) {
+            if !rule.matches_split(method, surface, path) {
                 continue;
             }
             let Some(value) = fields.get(field).and_then(|v| v.as_str()) else {
