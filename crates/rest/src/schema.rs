@@ -259,12 +259,14 @@ impl SchemaCache {
     /// computed field or relationship.
     pub fn computed(&self, table: &Table, name: &str) -> Option<&Function> {
         self.functions(&table.schema, name).iter().find(|f| {
-            let inputs: Vec<&Arg> = f.inputs().collect();
-            !inputs.is_empty()
-                && inputs.len() - f.n_defaults.min(inputs.len() - 1) == 1
-                && inputs[0].tschema == table.schema
-                && inputs[0].tname == table.name
+            row_input(f).is_some_and(|a| a.tschema == table.schema && a.tname == table.name)
         })
+    }
+
+    /// True when `f` is a computed field or relationship of some relation in
+    /// the cache: its one required input is that relation's row type.
+    pub fn is_computed(&self, f: &Function) -> bool {
+        row_input(f).is_some_and(|a| self.table(&a.tschema, &a.tname).is_some())
     }
 
     /// Gives views the keys and foreign keys of the relations they select
@@ -506,6 +508,13 @@ impl SchemaCache {
         }
         Ok(cache)
     }
+}
+
+/// The first input of a function whose only required input it is.
+fn row_input(f: &Function) -> Option<&Arg> {
+    let inputs: Vec<&Arg> = f.inputs().collect();
+    (!inputs.is_empty() && inputs.len() - f.n_defaults.min(inputs.len() - 1) == 1)
+        .then(|| inputs[0])
 }
 
 /// The candidate nearest to `name` by edit distance, if near enough to be a likely typo.

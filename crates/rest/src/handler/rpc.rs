@@ -89,18 +89,10 @@ fn choose_function<'c>(
         "Searched for the function {schema}.{name} {params_txt}{}, but no matches were found in the schema cache.",
         if post { " or with a single unnamed json/jsonb parameter" } else { "" }
     ));
-    // A table's row type, as `format_type` names it (qualified or not).
-    let row_type = |t: &str| {
-        let t = t.replace('"', "");
-        cache
-            .tables
-            .values()
-            .any(|tb| tb.name == t || format!("{}.{}", tb.schema, tb.name) == t)
-    };
-    let computed_fields_only = cache.functions(schema, name).iter().all(|f| {
-        let mut inputs = f.inputs();
-        matches!((inputs.next(), inputs.next()), (Some(a), None) if row_type(&a.type_name))
-    });
+    let computed_fields_only = cache
+        .functions(schema, name)
+        .iter()
+        .all(|f| cache.is_computed(f));
     let similar = if !all.is_empty() {
         Some(name.to_owned())
     } else if cache.functions(schema, name).is_empty() || !computed_fields_only {
