@@ -1,6 +1,11 @@
 //! `ferrobase-gateway`: reads its configuration, starts, serves until SIGINT or
 //! SIGTERM. `ferrobase-gateway healthcheck` probes a running gateway.
 
+// mimalloc: fewer CPU cycles per request than glibc malloc under many small
+// short-lived allocations (headers, JSON, SQL text).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
