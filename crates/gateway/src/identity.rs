@@ -10,12 +10,13 @@
 //!   (auth ignores the bearer on public routes; storage falls back to `anon` on some);
 //! - meta requires a `service_role` (or `supabase_admin`) token.
 
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
 
 use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
 use ferrobase_common::AuthContext;
-use ferrobase_common::jwt::{KeyStore, TokenError};
+use ferrobase_common::jwt::{KeyStore, LEEWAY_SECS, TokenError, now_secs};
 use ferrobase_common::wire;
 use serde_json::Value;
 
@@ -33,31 +34,85 @@ const OPEN_AUTH_PATHS: [&str; 4] = [
 /// Roles allowed on the meta surface.
 const ADMIN_ROLES: [&str; 2] = ["service_role", "supabase_admin"];
 
-/// The verification keys, replaceable at run time (key rotation).
+/// Verified tokens remembered before the cache starts over.
+const VERIFIED_CAPACITY: usize = 4096;
+
+/// The verification keys, replaceable at run time (key rotation), and the
+/// tokens they verified.
+///
+/// Clients send the same API key and access token on every request, so a
+/// token is checked once (signature, header, claims) and its claims are then
+/// served from memory until its `exp` (plus the leeway) passes, after which
+/// it is verified again and refused as expired. Changing the keys forgets
+/// every remembered token.
 pub struct Keys {
     store: RwLock<KeyStore>,
+    verified: Mutex<HashMap<Box<str>, Verified>>,
+}
+
+/// A token that verified: its claims and when they stop being accepted.
+struct Verified {
+    claims: Value,
+    /// The last second (Unix time) the token is accepted: `exp` plus the leeway.
+    until: Option<u64>,
 }
 
 impl Keys {
     pub fn new(store: KeyStore) -> Self {
         Self {
             store: RwLock::new(store),
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn verify(&self, token: &str) -> Result<Value, TokenError> {
-        match self.store.read() {
+        let token = token.trim();
+        let now = now_secs();
+        if let Some(hit) = self.lock_verified().get(token)
+            && hit.until.is_none_or(|until| now <= until)
+        {
+            return Ok(hit.claims.clone());
+        }
+        let claims = match self.store.read() {
             Ok(store) => store.verify(token),
             Err(poisoned) => poisoned.into_inner().verify(token),
+        }?;
+        // A token whose `exp` is not a whole number of seconds is checked every time.
+        let until = match claims.get("exp") {
+            None => Some(None),
+            Some(exp) => exp.as_u64().map(|e| Some(e.saturating_add(LEEWAY_SECS))),
+        };
+        if let Some(until) = until {
+            let mut verified = self.lock_verified();
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(
+                token.into(),
+                Verified {
+                    claims: claims.clone(),
+                    until,
+                },
+            );
         }
+        Ok(claims)
     }
 
     /// Replaces the public keys with those of a JSON Web Key Set.
     pub fn set_jwks(&self, jwks: &str) -> Result<usize, String> {
-        match self.store.write() {
+        let n = match self.store.write() {
             Ok(mut store) => store.set_jwks(jwks),
             Err(poisoned) => poisoned.into_inner().set_jwks(jwks),
-        }
+        }?;
+        // Tokens of a key that is gone must not outlive it.
+        self.lock_verified().clear();
+        Ok(n)
+    }
+
+    fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Verified>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -186,6 +241,53 @@ fn rest_jwt_error(e: &TokenError) -> EdgeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ferrobase_common::jwt::sign_hs256;
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"an-example-secret-that-is-32-chars-long!";
+
+    #[test]
+    fn remembered_tokens_still_expire() {
+        let keys = Keys::new(KeyStore::with_secret(SECRET));
+        // Accepted now, refused once `exp` plus the leeway is behind us.
+        let exp = now_secs() + 1 - LEEWAY_SECS;
+        let token = sign_hs256(SECRET, &json!({"role": "anon", "exp": exp})).unwrap();
+        assert_eq!(keys.verify(&token).unwrap()["exp"], json!(exp));
+        assert_eq!(keys.verify(&token).unwrap()["role"], "anon", "served again");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(keys.verify(&token), Err(TokenError::Expired));
+        // Refusals are never remembered as successes.
+        let forged = sign_hs256(
+            b"another-secret-another-secret-32!!",
+            &json!({"role": "service_role"}),
+        )
+        .unwrap();
+        assert_eq!(keys.verify(&forged), Err(TokenError::NoSuitableKey));
+        assert_eq!(keys.verify(&forged), Err(TokenError::NoSuitableKey));
+    }
+
+    #[test]
+    fn changing_the_keys_forgets_remembered_tokens() {
+        let keys = Keys::new(KeyStore::with_secret(SECRET));
+        let other = b"the-rotated-key-material-32-bytes!!";
+        let jwk =
+            json!({"kty": "oct", "kid": "k1", "alg": "HS256", "k": URL_SAFE_NO_PAD.encode(other)});
+        keys.set_jwks(&json!({"keys": [jwk]}).to_string()).unwrap();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let token = jsonwebtoken::encode(
+            &header,
+            &json!({"role": "authenticated", "sub": "u1"}),
+            &jsonwebtoken::EncodingKey::from_secret(other),
+        )
+        .unwrap();
+        assert_eq!(keys.verify(&token).unwrap()["sub"], "u1");
+        assert_eq!(keys.verify(&token).unwrap()["sub"], "u1");
+        keys.set_jwks(r#"{"keys": []}"#).unwrap();
+        assert_eq!(keys.verify(&token), Err(TokenError::NoSuitableKey));
+    }
 
     #[test]
     fn finds_the_api_key_parameter() {
