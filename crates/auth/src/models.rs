@@ -371,11 +371,31 @@ pub static FACTORS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     format!("select {FACTOR_COLUMNS} from auth.mfa_factors where user_id = $1 order by created_at")
 });
 
-pub async fn identities(db: &impl GenericClient, user_id: Uuid) -> Result<Vec<Identity>, ApiError> {
-    let select = db.prepare_cached(IDENTITIES_SQL).await?;
-    let rows = db.query(&select, &[&user_id]).await?;
-    Ok(rows
-        .iter()
+/// The user whose session holds the refresh token with hash `$1`, as a subquery.
+const USER_OF_REFRESH_TOKEN: &str = "(select s.user_id from auth.refresh_tokens t
+   join auth.sessions s on s.id = t.session_id where t.token = $1)";
+
+/// [`IDENTITIES_SQL`] for the user holding the refresh token with hash `$1`.
+pub static IDENTITIES_BY_REFRESH_TOKEN_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        IDENTITIES_SQL.replace(
+            "user_id = $1",
+            &format!("user_id = {USER_OF_REFRESH_TOKEN}"),
+        )
+    });
+
+/// [`FACTORS_SQL`] for the user holding the refresh token with hash `$1`.
+pub static FACTORS_BY_REFRESH_TOKEN_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        FACTORS_SQL.replace(
+            "user_id = $1",
+            &format!("user_id = {USER_OF_REFRESH_TOKEN}"),
+        )
+    });
+
+/// Identities from rows of [`IDENTITIES_SQL`] (or its variants).
+pub fn identities_from_rows(rows: &[tokio_postgres::Row]) -> Vec<Identity> {
+    rows.iter()
         .map(|r| Identity {
             id: r.get(0),
             provider_id: r.get(1),
@@ -387,7 +407,13 @@ pub async fn identities(db: &impl GenericClient, user_id: Uuid) -> Result<Vec<Id
             updated_at: r.get(7),
             email: r.get(8),
         })
-        .collect())
+        .collect()
+}
+
+pub async fn identities(db: &impl GenericClient, user_id: Uuid) -> Result<Vec<Identity>, ApiError> {
+    let select = db.prepare_cached(IDENTITIES_SQL).await?;
+    let rows = db.query(&select, &[&user_id]).await?;
+    Ok(identities_from_rows(&rows))
 }
 
 pub async fn factors(db: &impl GenericClient, user_id: Uuid) -> Result<Vec<Factor>, ApiError> {

@@ -152,17 +152,26 @@ async fn insert_refresh_token(
 const SESSION_AMR_SQL: &str = "select authentication_method, updated_at from auth.mfa_amr_claims
  where session_id = $1 order by updated_at desc";
 
-/// The `amr` claim of a session, newest first.
-pub async fn session_amr(db: &impl GenericClient, session: Uuid) -> Result<Vec<Amr>, ApiError> {
-    let select = db.prepare_cached(SESSION_AMR_SQL).await?;
-    let rows = db.query(&select, &[&session]).await?;
-    Ok(rows
-        .iter()
+/// [`SESSION_AMR_SQL`] for the session holding the refresh token with hash `$1`.
+const SESSION_AMR_BY_REFRESH_TOKEN_SQL: &str = "select authentication_method, updated_at
+ from auth.mfa_amr_claims
+ where session_id = (select session_id from auth.refresh_tokens where token = $1)
+ order by updated_at desc";
+
+fn amr_from_rows(rows: &[tokio_postgres::Row]) -> Vec<Amr> {
+    rows.iter()
         .map(|r| Amr {
             method: r.get(0),
             timestamp: r.get::<_, DateTime<Utc>>(1).timestamp(),
         })
-        .collect())
+        .collect()
+}
+
+/// The `amr` claim of a session, newest first.
+pub async fn session_amr(db: &impl GenericClient, session: Uuid) -> Result<Vec<Amr>, ApiError> {
+    let select = db.prepare_cached(SESSION_AMR_SQL).await?;
+    let rows = db.query(&select, &[&session]).await?;
+    Ok(amr_from_rows(&rows))
 }
 
 /// Records that `session` was authenticated by `method` now.
@@ -308,6 +317,9 @@ pub async fn refresh(state: &State, token: &str, ip: &str) -> Result<(Issued, Va
         return Err(refresh_not_found());
     }
     let hash = crypto::sha256_hex(token);
+    if let Some(done) = refresh_at_once(state, &hash, ip).await? {
+        return Ok(done);
+    }
     let started = Instant::now();
     loop {
         match try_refresh(state, &hash, ip).await? {
@@ -354,6 +366,115 @@ static LOCK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          for update of s, t nowait"
     )
 });
+/// The common refresh as one statement, committed on its own: locks the
+/// token `$1` (a hash) and its session without waiting and, only when the
+/// token is not revoked, the session neither past `not_after` nor idle longer
+/// than `$4` seconds (null: no limit) and the user not banned, revokes the
+/// token, touches the session, records `token_refreshed` when `$5`, from the
+/// IP `$6`, and inserts the child `$3`. Answers the user's columns, then the
+/// session's id and level; no row when any condition failed.
+static REFRESH_AT_ONCE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let user_columns = models::USER_COLUMNS
+        .split(',')
+        .map(|c| format!("u.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "with locked as (
+   select {user_columns}, s.id as session_id, coalesce(s.aal::text, 'aal1') as session_aal
+   from auth.refresh_tokens t
+   join auth.sessions s on s.id = t.session_id
+   join auth.users u on u.id = s.user_id
+   where t.token = $1 and t.revoked is not true
+     and (s.not_after is null or s.not_after >= now())
+     and (u.banned_until is null or u.banned_until <= now())
+     and ($4::float8 is null
+          or coalesce(s.refreshed_at at time zone 'utc', s.created_at) is null
+          or coalesce(s.refreshed_at at time zone 'utc', s.created_at)
+             + make_interval(secs => $4::float8) >= now())
+   for update of s, t nowait
+ ), revoked as (
+   update auth.refresh_tokens set revoked = true, updated_at = now()
+   where token = $1 and exists (select 1 from locked)
+ ), touched as (
+   update auth.sessions set refreshed_at = now() at time zone 'utc', updated_at = now()
+   where id = (select session_id from locked)
+ ), audited as (
+   insert into auth.audit_log_entries (instance_id, id, payload, created_at, ip_address)
+   select $2, gen_random_uuid(),
+     json_build_object('action', 'token_refreshed', 'actor_id', id::text,
+       'actor_username', case when coalesce(email, '') = '' then coalesce(phone, '') else email end,
+       'actor_via_sso', false, 'log_type', 'token', 'traits', '{{}}'::json),
+     clock_timestamp(), left($6::text, 64)
+   from locked where $5::bool
+ ), inserted as (
+   insert into auth.refresh_tokens
+     (instance_id, token, user_id, revoked, created_at, updated_at, parent, session_id)
+   select $2, $3, id::text, false, now(), now(), $1, session_id from locked
+ )
+ select * from locked"
+    )
+});
+
+/// Refreshes in one round trip to the database: [`REFRESH_AT_ONCE_SQL`] with
+/// the reads of the session object pipelined behind it. `None` when the
+/// token needs [`try_refresh`]: unknown, revoked (the reuse rules), expired,
+/// banned, or locked by a concurrent refresh.
+async fn refresh_at_once(
+    state: &State,
+    hash: &str,
+    ip: &str,
+) -> Result<Option<(Issued, Value)>, ApiError> {
+    let client = state.pool.get().await?;
+    let (rotate, amr, identities, factors) = tokio::try_join!(
+        client.prepare_cached(&REFRESH_AT_ONCE_SQL),
+        client.prepare_cached(SESSION_AMR_BY_REFRESH_TOKEN_SQL),
+        client.prepare_cached(&models::IDENTITIES_BY_REFRESH_TOKEN_SQL),
+        client.prepare_cached(&models::FACTORS_BY_REFRESH_TOKEN_SQL),
+    )?;
+    let new_token = crypto::random_alnum(REFRESH_TOKEN_LEN);
+    let new_hash = crypto::sha256_hex(&new_token);
+    let idle_limit = state
+        .config
+        .sessions_inactivity_timeout
+        .map(|d| d.as_secs_f64());
+    let audited = state.config.audit_log;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&hash, &INSTANCE_ID, &new_hash, &idle_limit, &audited, &ip];
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&hash];
+    // Each statement commits on its own and runs after the one before it, so
+    // the reads see the session the rotation kept.
+    let (rotated, amr, identities, factors) = tokio::join!(
+        client.query_opt(&rotate, &params),
+        client.query(&amr, &key),
+        client.query(&identities, &key),
+        client.query(&factors, &key),
+    );
+    let row = match rotated {
+        Ok(Some(row)) => row,
+        Ok(None) => return Ok(None),
+        Err(e) if is_contention(&e) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let user = User::from_row(&row);
+    let at = models::USER_COLUMNS.split(',').count();
+    let session: Uuid = row.get(at);
+    let aal: String = row.get(at + 1);
+    let amr = amr_from_rows(&amr?);
+    let identities = models::identities_from_rows(&identities?);
+    let factors: Vec<models::Factor> = factors?.iter().map(models::Factor::from_row).collect();
+    let (access, exp) = mint_access_token(state, &user, session, &aal, &amr)?;
+    Ok(Some((
+        Issued {
+            access_token: access,
+            refresh_token: new_token,
+            expires_in: state.config.jwt_exp.as_secs(),
+            expires_at: exp,
+        },
+        user.to_json(Some(&identities), &factors),
+    )))
+}
+
 /// The state of a revoked refresh token, read under the locks.
 const TOKEN_STATE_SQL: &str = "select updated_at,
         exists(select 1 from auth.refresh_tokens c where c.parent = t.token and not c.revoked),

@@ -143,6 +143,12 @@ async fn create_get_update_delete_users() {
         )
         .await;
     assert_eq!(r.body["code"], "user_banned");
+    // Banning ends the user's sessions.
+    let r = auth.refresh(&s(&s2, "refresh_token")).await;
+    assert_eq!(
+        (r.status, r.body["code"].clone()),
+        (400, json!("refresh_token_not_found"))
+    );
     let r = auth
         .admin(
             "PUT",

@@ -286,4 +286,32 @@ async fn sessions_end_at_their_timebox_and_after_inactivity() {
     assert_eq!(r.status, 400);
     assert_eq!(r.body["code"], "session_expired");
     assert!(r.body["message"].as_str().unwrap().contains("Inactivity"));
+
+    // Idle for less than the limit: refreshed as usual.
+    let c = auth.sign_in("timebox@example.com", "password-1").await;
+    let sc = claims_of(&s(&c, "access_token"))["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    db.execute(
+        "update auth.sessions set refreshed_at = (now() - interval '5 minutes') at time zone 'utc'
+         where id = $1::text::uuid",
+        &[&sc],
+    )
+    .await
+    .unwrap();
+    let r = auth.refresh(&s(&c, "refresh_token")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let fresh = s(&r.body, "refresh_token");
+    // A ban written straight into the table still stops the next refresh.
+    db.execute(
+        "update auth.users set banned_until = now() + interval '1 hour'
+         where email = 'timebox@example.com'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let r = auth.refresh(&fresh).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["code"], "user_banned");
 }
