@@ -3,7 +3,8 @@
 //! Logs go to stdout, as JSON lines or human-readable. Spans always carry an
 //! OpenTelemetry context so W3C trace context crosses every gRPC hop; when the
 //! standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, spans
-//! are also exported with OTLP. Call [`init`] before the async runtime starts;
+//! are also recorded and exported with OTLP (otherwise they are not sampled).
+//! Call [`init`] before the async runtime starts;
 //! keep the returned guard alive until the process ends so spans are flushed.
 
 use opentelemetry::trace::TracerProvider as _;
@@ -42,6 +43,10 @@ pub fn init(service_name: &str, format: LogFormat) -> anyhow::Result<TelemetryGu
             .build()
             .map_err(|e| anyhow::anyhow!("building the OTLP exporter: {e}"))?;
         builder = builder.with_batch_exporter(exporter);
+    } else {
+        // Nothing would read recorded spans: keep their ids (trace context
+        // still crosses every hop) but skip collecting their data.
+        builder = builder.with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff);
     }
     let provider = builder.build();
     install(service_name, format, "info", provider.clone())?;
