@@ -208,6 +208,79 @@ fn side(s: &Sample) -> serde_json::Value {
 /// The password every benchmark user gets.
 const BENCH_PASSWORD: &str = "bench-password-1";
 
+/// Linux's `USER_HZ`, the unit of the CPU times in `/proc/<pid>/stat`.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// A process (or process tree) whose CPU time is reported.
+struct Watched {
+    name: &'static str,
+    pid: String,
+    /// Add the CPU time of the process's children (PostgreSQL's backends).
+    children: bool,
+}
+
+impl Watched {
+    /// User plus system CPU time in ticks, of live processes only.
+    fn ticks(&self) -> Option<u64> {
+        let own = stat_ticks(&self.pid)?.0;
+        if !self.children {
+            return Some(own);
+        }
+        let mut total = own;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if let Some((ticks, parent)) = stat_ticks(pid)
+                && parent == self.pid
+            {
+                total += ticks;
+            }
+        }
+        Some(total)
+    }
+}
+
+/// `(utime + stime, ppid)` of a process, from `/proc/<pid>/stat`.
+fn stat_ticks(pid: &str) -> Option<(u64, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the parenthesised command: state, ppid, ... utime (14th), stime (15th).
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime, (*fields.get(1)?).to_owned()))
+}
+
+/// The CPU ticks of each watched process, now.
+fn cpu_ticks(watched: &[Watched]) -> Vec<Option<u64>> {
+    watched.iter().map(Watched::ticks).collect()
+}
+
+/// What each watched process spent since `before`, per request of `sample`
+/// (microseconds) and in cores; `null` for a process that ended meanwhile.
+fn cpu_spent(watched: &[Watched], before: &[Option<u64>], sample: &Sample) -> serde_json::Value {
+    let cpu: serde_json::Map<String, serde_json::Value> = watched
+        .iter()
+        .zip(before)
+        .map(|(w, before)| {
+            let spent = before.zip(w.ticks()).map(|(b, a)| a.saturating_sub(b));
+            let value = spent.map(|ticks| {
+                let secs = ticks as f64 / TICKS_PER_SECOND;
+                json!({
+                    "us_per_request": (secs * 1e7 / sample.requests.max(1) as f64).round() / 10.0,
+                    "cores": (secs / sample.elapsed.as_secs_f64() * 100.0).round() / 100.0,
+                })
+            });
+            (w.name.to_owned(), value.unwrap_or(serde_json::Value::Null))
+        })
+        .collect();
+    serde_json::Value::Object(cpu)
+}
+
 /// `ferrobase bench auth`: the auth service under load, in one run.
 ///
 /// 1. The bcrypt ceiling: verifications per second at the stack's cost with one
@@ -217,6 +290,8 @@ const BENCH_PASSWORD: &str = "bench-password-1";
 ///    and their ratio to the ceiling.
 /// 3. Refreshes, each worker chaining the refresh tokens of its own session.
 /// 4. `GET /auth/v1/user` latency.
+///
+/// Each phase reports the CPU time per request of the processes whose pids are given.
 fn auth(args: &[String]) -> anyhow::Result<()> {
     let gateway_url =
         flag(args, "--gateway")?.ok_or_else(|| anyhow::anyhow!("--gateway URL is required"))?;
@@ -231,6 +306,26 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(connections > 0, "--connections must be at least 1");
     let duration = Duration::from_secs(seconds);
     let base = format!("{}/auth/v1", gateway_url.trim_end_matches('/'));
+    // Processes whose CPU time per request is reported, when their pids are given.
+    let mut watched = Vec::new();
+    for (name, option, children) in [
+        ("gateway", "--gateway-pid", false),
+        ("auth", "--auth-pid", false),
+        ("postgres", "--postgres-pid", true),
+    ] {
+        if let Some(pid) = flag(args, option)? {
+            watched.push(Watched {
+                name,
+                pid,
+                children,
+            });
+        }
+    }
+    watched.push(Watched {
+        name: "load_generator",
+        pid: std::process::id().to_string(),
+        children: false,
+    });
 
     let ceiling = bcrypt_ceiling(cost, duration)?;
     runtime()?.block_on(async move {
@@ -250,7 +345,9 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
             }
         };
         drive(connections, Duration::from_secs(1), sign_in.clone()).await;
+        let before = cpu_ticks(&watched);
         let sign_ins = drive(connections, duration, sign_in).await;
+        let sign_ins_cpu = cpu_spent(&watched, &before, &sign_ins);
 
         // Refreshes: every worker rotates its own session's token chain.
         let chains: Arc<Vec<tokio::sync::Mutex<String>>> = Arc::new(
@@ -282,7 +379,9 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
             }
         };
         drive(connections, Duration::from_secs(1), refresh.clone()).await;
+        let before = cpu_ticks(&watched);
         let refreshes = drive(connections, duration, refresh).await;
+        let refreshes_cpu = cpu_spent(&watched, &before, &refreshes);
 
         // GET /user with each worker's access token.
         let get_user = {
@@ -302,7 +401,9 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
             }
         };
         drive(connections, Duration::from_secs(1), get_user.clone()).await;
+        let before = cpu_ticks(&watched);
         let user_reads = drive(connections, duration, get_user).await;
+        let user_reads_cpu = cpu_spent(&watched, &before, &user_reads);
 
         let sign_in_ratio = sign_ins.rps() / ceiling.per_second;
         let report = json!({
@@ -319,6 +420,7 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
                 "call": "POST /auth/v1/token?grant_type=password",
                 "users": users.len(),
                 "result": side(&sign_ins),
+                "cpu": sign_ins_cpu,
                 "ratio_to_bcrypt_ceiling": (sign_in_ratio * 1000.0).round() / 1000.0,
                 "target_ratio": 0.9,
                 "target_met": sign_in_ratio >= 0.9,
@@ -326,12 +428,14 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
             "refresh": {
                 "call": "POST /auth/v1/token?grant_type=refresh_token (chained per worker)",
                 "result": side(&refreshes),
+                "cpu": refreshes_cpu,
                 "target_rps": 3000,
                 "target_met": refreshes.rps() >= 3000.0,
             },
             "get_user": {
                 "call": "GET /auth/v1/user",
                 "result": side(&user_reads),
+                "cpu": user_reads_cpu,
             },
         });
         let text = serde_json::to_string_pretty(&report)?;

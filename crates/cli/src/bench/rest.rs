@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Sample, drive, side};
+use super::{Sample, Watched, drive, side};
 use crate::flag;
 
 const ACCOUNTS_PER_BRANCH: u64 = 100_000;
@@ -270,27 +270,13 @@ impl Server {
             }
         };
         drive(connections, Duration::from_secs(1), call.clone()).await;
-        let before: Vec<Option<u64>> = watched.iter().map(Watched::ticks).collect();
+        let before = super::cpu_ticks(watched);
         let sample = drive(connections, duration, call).await;
-        let cpu: serde_json::Map<String, Value> = watched
-            .iter()
-            .zip(before)
-            .map(|(w, before)| {
-                let spent = before.zip(w.ticks()).map(|(b, a)| a.saturating_sub(b));
-                let value = spent.map(|ticks| {
-                    let secs = ticks as f64 / TICKS_PER_SECOND;
-                    json!({
-                        "us_per_request": (secs * 1e7 / sample.requests.max(1) as f64).round() / 10.0,
-                        "cores": (secs / sample.elapsed.as_secs_f64() * 100.0).round() / 100.0,
-                    })
-                });
-                (w.name.to_owned(), value.unwrap_or(Value::Null))
-            })
-            .collect();
+        let cpu = super::cpu_spent(watched, &before, &sample);
         Run {
             scenario,
             sample,
-            cpu: Value::Object(cpu),
+            cpu,
         }
     }
 
@@ -324,53 +310,6 @@ struct Run {
     sample: Sample,
     /// CPU spent per watched process: microseconds per request and cores used.
     cpu: Value,
-}
-
-/// Linux's `USER_HZ`, the unit of the CPU times in `/proc/<pid>/stat`.
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// A process (or process tree) whose CPU time is reported.
-struct Watched {
-    name: &'static str,
-    pid: String,
-    /// Add the CPU time of the process's children (PostgreSQL's backends).
-    children: bool,
-}
-
-impl Watched {
-    /// User plus system CPU time in ticks, of live processes only.
-    fn ticks(&self) -> Option<u64> {
-        let own = stat_ticks(&self.pid)?.0;
-        if !self.children {
-            return Some(own);
-        }
-        let mut total = own;
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name
-                .to_str()
-                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            else {
-                continue;
-            };
-            if let Some((ticks, parent)) = stat_ticks(pid)
-                && parent == self.pid
-            {
-                total += ticks;
-            }
-        }
-        Some(total)
-    }
-}
-
-/// `(utime + stime, ppid)` of a process, from `/proc/<pid>/stat`.
-fn stat_ticks(pid: &str) -> Option<(u64, String)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the parenthesised command: state, ppid, ... utime (14th), stime (15th).
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime, (*fields.get(1)?).to_owned()))
 }
 
 /// Random keys shared by every worker: SplitMix64 over an atomic counter.
