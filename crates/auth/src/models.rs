@@ -19,6 +19,20 @@ pub const USER_COLUMNS: &str = "id, aud, role, email, encrypted_password, email_
     reauthentication_sent_at, deleted_at, is_anonymous, confirmation_token, recovery_token, \
     email_change_token_new, email_change_token_current, reauthentication_token";
 
+/// [`USER_COLUMNS`] qualified with the table alias `u`, for joins.
+pub static USER_COLUMNS_OF_U: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    USER_COLUMNS
+        .split(',')
+        .map(|c| format!("u.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// How many columns [`USER_COLUMNS`] names: where the columns after them start.
+pub fn user_column_count() -> usize {
+    USER_COLUMNS.split(',').count()
+}
+
 /// One `auth.users` row.
 #[derive(Debug, Clone)]
 pub struct User {

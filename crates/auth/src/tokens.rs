@@ -351,11 +351,7 @@ fn is_contention(e: &tokio_postgres::Error) -> bool {
 /// refresh of the same session in flight makes the caller retry shortly),
 /// and reads the user: its columns first, then the session's and the token's.
 static LOCK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let user_columns = models::USER_COLUMNS
-        .split(',')
-        .map(|c| format!("u.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let user_columns = &*models::USER_COLUMNS_OF_U;
     format!(
         "select {user_columns}, s.id, coalesce(s.aal::text, 'aal1'), s.not_after,
                 coalesce(s.refreshed_at at time zone 'utc', s.created_at), t.revoked
@@ -366,6 +362,7 @@ static LOCK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          for update of s, t nowait"
     )
 });
+
 /// The common refresh as one statement, committed on its own: locks the
 /// token `$1` (a hash) and its session without waiting and, only when the
 /// token is not revoked, the session neither past `not_after` nor idle longer
@@ -374,11 +371,7 @@ static LOCK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// IP `$6`, and inserts the child `$3`. Answers the user's columns, then the
 /// session's id and level; no row when any condition failed.
 static REFRESH_AT_ONCE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let user_columns = models::USER_COLUMNS
-        .split(',')
-        .map(|c| format!("u.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let user_columns = &*models::USER_COLUMNS_OF_U;
     format!(
         "with locked as (
    select {user_columns}, s.id as session_id, coalesce(s.aal::text, 'aal1') as session_aal
@@ -457,7 +450,7 @@ async fn refresh_at_once(
         Err(e) => return Err(e.into()),
     };
     let user = User::from_row(&row);
-    let at = models::USER_COLUMNS.split(',').count();
+    let at = models::user_column_count();
     let session: Uuid = row.get(at);
     let aal: String = row.get(at + 1);
     let amr = amr_from_rows(&amr?);
@@ -499,10 +492,12 @@ const ROTATE_SQL: &str = "with revoked as (
    (instance_id, token, user_id, revoked, created_at, updated_at, parent, session_id)
  values ($2, $3, $4, false, now(), now(), $1, $5)";
 
-/// One attempt at rotating the token whose hash is `hash`. The statements are
-/// prepared once per connection and the independent ones are pipelined, so a
-/// refresh costs four round trips to the database: begin, lock and read the
-/// user, read the rest and rotate, commit.
+/// One attempt at rotating the token whose hash is `hash`, for the tokens
+/// [`refresh_at_once`] leaves alone: every check happens here, under the locks,
+/// with the reuse rules for revoked tokens. The statements are prepared once
+/// per connection and the independent ones are pipelined, so a refresh costs
+/// two round trips to the database: begin with the lock and the user, then the
+/// rest of the reads, the rotation and commit.
 async fn try_refresh(state: &State, hash: &str, ip: &str) -> Result<Attempt, ApiError> {
     let client = state.pool.get().await?;
     // Everything the pipelines below send is prepared first: after the first
@@ -531,7 +526,7 @@ async fn try_refresh(state: &State, hash: &str, ip: &str) -> Result<Attempt, Api
     let user = User::from_row(&row);
     let user_id = user.id;
     // The session's columns follow the user's.
-    let at = models::USER_COLUMNS.split(',').count();
+    let at = models::user_column_count();
     let session: Uuid = row.get(at);
     let aal: String = row.get(at + 1);
     let not_after: Option<DateTime<Utc>> = row.get(at + 2);
