@@ -72,7 +72,14 @@ pub fn install(
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
+        // Colours only for a terminal: log files stay plain text.
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .compact()
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stdout())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
+            .boxed(),
     };
     // The log filter applies to logs only: spans still reach the tracer, so
     // trace context keeps crossing hops whatever the log level.
