@@ -60,6 +60,25 @@ pub struct Issued {
 }
 
 impl Issued {
+    /// The tokens of `session` for `user`: a new access token (see
+    /// [`mint_access_token`]) beside `refresh_token`.
+    pub fn mint(
+        state: &State,
+        user: &User,
+        session: Uuid,
+        aal: &str,
+        amr: &[Amr],
+        refresh_token: String,
+    ) -> Result<Self, ApiError> {
+        let (access_token, expires_at) = mint_access_token(state, user, session, aal, amr)?;
+        Ok(Self {
+            access_token,
+            refresh_token,
+            expires_in: state.config.jwt_exp.as_secs(),
+            expires_at,
+        })
+    }
+
     /// The Session object, with `user` as given.
     pub fn to_json(&self, user: Value) -> Value {
         json!({
@@ -76,7 +95,7 @@ impl Issued {
 /// Signs an access token for `user` in `session_id`: with the configured
 /// signing key (ES256/RS256, its `kid` in the header), else HS256 and the
 /// project secret.
-pub fn mint_access_token(
+fn mint_access_token(
     state: &State,
     user: &User,
     session_id: Uuid,
@@ -239,16 +258,8 @@ pub async fn issue_session(
     .await?;
     let refresh = insert_refresh_token(db, user_id, session, None).await?;
     let amr = session_amr(db, session).await?;
-    let (access, exp) = mint_access_token(state, &user, session, "aal1", &amr)?;
-    Ok((
-        Issued {
-            access_token: access,
-            refresh_token: refresh,
-            expires_in: state.config.jwt_exp.as_secs(),
-            expires_at: exp,
-        },
-        user,
-    ))
+    let issued = Issued::mint(state, &user, session, "aal1", &amr, refresh)?;
+    Ok((issued, user))
 }
 
 /// A fresh access token and refresh token for an existing session (after MFA
@@ -284,13 +295,7 @@ pub async fn reissue_session(
         .await?
         .get(0);
     let amr = session_amr(db, session).await?;
-    let (access, exp) = mint_access_token(state, user, session, &aal, &amr)?;
-    Ok(Issued {
-        access_token: access,
-        refresh_token: refresh,
-        expires_in: state.config.jwt_exp.as_secs(),
-        expires_at: exp,
-    })
+    Issued::mint(state, user, session, &aal, &amr, refresh)
 }
 
 fn refresh_not_found() -> ApiError {
@@ -456,16 +461,8 @@ async fn refresh_at_once(
     let amr = amr_from_rows(&amr?);
     let identities = models::identities_from_rows(&identities?);
     let factors: Vec<models::Factor> = factors?.iter().map(models::Factor::from_row).collect();
-    let (access, exp) = mint_access_token(state, &user, session, &aal, &amr)?;
-    Ok(Some((
-        Issued {
-            access_token: access,
-            refresh_token: new_token,
-            expires_in: state.config.jwt_exp.as_secs(),
-            expires_at: exp,
-        },
-        user.to_json(Some(&identities), &factors),
-    )))
+    let issued = Issued::mint(state, &user, session, &aal, &amr, new_token)?;
+    Ok(Some((issued, user.to_json(Some(&identities), &factors))))
 }
 
 /// The state of a revoked refresh token, read under the locks.
@@ -629,14 +626,9 @@ async fn try_refresh(state: &State, hash: &str, ip: &str) -> Result<Attempt, Api
     let (amr, identities, factors, _) = reads?;
     committed?;
     tx.finished();
-    let (access, exp) = mint_access_token(state, &user, session, &aal, &amr)?;
+    let issued = Issued::mint(state, &user, session, &aal, &amr, new_token)?;
     Ok(done(Ok((
-        Issued {
-            access_token: access,
-            refresh_token: new_token,
-            expires_in: state.config.jwt_exp.as_secs(),
-            expires_at: exp,
-        },
+        issued,
         user.to_json(Some(&identities), &factors),
     ))))
 }
