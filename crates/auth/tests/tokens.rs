@@ -254,14 +254,11 @@ async fn sessions_end_at_their_timebox_and_after_inactivity() {
         .unwrap()
         .get(0);
     assert!(bounded);
-    let sa = claims_of(&s(&a, "access_token"))["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let sb = claims_of(&s(&b, "access_token"))["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // The session a sign-in or refresh answer belongs to, from its access token.
+    let session_of =
+        |answer: &serde_json::Value| s(&claims_of(&s(answer, "access_token")), "session_id");
+    let sa = session_of(&a);
+    let sb = session_of(&b);
     db.execute(
         "update auth.sessions set not_after = now() - interval '1 second' where id = $1::text::uuid",
         &[&sa],
@@ -289,10 +286,7 @@ async fn sessions_end_at_their_timebox_and_after_inactivity() {
 
     // Idle for less than the limit: refreshed as usual.
     let c = auth.sign_in("timebox@example.com", "password-1").await;
-    let sc = claims_of(&s(&c, "access_token"))["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sc = session_of(&c);
     db.execute(
         "update auth.sessions set refreshed_at = (now() - interval '5 minutes') at time zone 'utc'
          where id = $1::text::uuid",
