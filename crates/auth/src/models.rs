@@ -184,7 +184,7 @@ fn opt_timestamp(t: Option<DateTime<Utc>>) -> String {
 }
 
 /// One `auth.identities` row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct Identity {
     pub id: Uuid,
     pub provider_id: String,
@@ -217,7 +217,7 @@ impl Identity {
 }
 
 /// One `auth.mfa_factors` row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct Factor {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -231,7 +231,7 @@ pub struct Factor {
     pub last_challenged_at: Option<DateTime<Utc>>,
 }
 
-/// The columns [`Factor::from_row`] reads.
+/// The columns [`Factor::from_row`] reads, named as [`Factor`]'s fields.
 pub const FACTOR_COLUMNS: &str = "id, user_id, friendly_name, factor_type::text, status::text, \
     created_at, updated_at, secret, phone, last_challenged_at";
 
@@ -375,40 +375,53 @@ pub async fn email_taken(
 }
 
 /// A user's identities, oldest first (`$1`: the user).
-pub const IDENTITIES_SQL: &str =
-    "select id, provider_id, user_id, identity_data, provider, last_sign_in_at,
-        created_at, updated_at, email
- from auth.identities where user_id = $1 order by created_at";
+pub static IDENTITIES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("select {IDENTITY_COLUMNS} from auth.identities where user_id = $1 order by created_at")
+});
+
+/// The columns [`identities_from_rows`] reads, named as [`Identity`]'s fields.
+const IDENTITY_COLUMNS: &str = "id, provider_id, user_id, identity_data, provider, \
+    last_sign_in_at, created_at, updated_at, email";
 
 /// A user's MFA factors, oldest first (`$1`: the user).
 pub static FACTORS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("select {FACTOR_COLUMNS} from auth.mfa_factors where user_id = $1 order by created_at")
 });
 
-/// The user whose session holds the refresh token with hash `$1`, as a subquery.
-const USER_OF_REFRESH_TOKEN: &str = "(select s.user_id from auth.refresh_tokens t
-   join auth.sessions s on s.id = t.session_id where t.token = $1)";
+/// A subquery answering, as JSON array text for [`identities_from_json`], the
+/// identities of the user whose id is the SQL expression `user_id`, in the
+/// order of [`IDENTITIES_SQL`].
+pub fn identities_json_sql(user_id: &str) -> String {
+    format!(
+        "(select coalesce(json_agg(i order by i.created_at), '[]')::text
+   from (select {IDENTITY_COLUMNS} from auth.identities where user_id = {user_id}) i)"
+    )
+}
 
-/// [`IDENTITIES_SQL`] for the user holding the refresh token with hash `$1`.
-pub static IDENTITIES_BY_REFRESH_TOKEN_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| {
-        IDENTITIES_SQL.replace(
-            "user_id = $1",
-            &format!("user_id = {USER_OF_REFRESH_TOKEN}"),
-        )
-    });
+/// A subquery answering, as JSON array text for [`factors_from_json`], the MFA
+/// factors of the user whose id is the SQL expression `user_id`, in the order
+/// of [`FACTORS_SQL`].
+pub fn factors_json_sql(user_id: &str) -> String {
+    format!(
+        "(select coalesce(json_agg(f order by f.created_at), '[]')::text
+   from (select {FACTOR_COLUMNS} from auth.mfa_factors where user_id = {user_id}) f)"
+    )
+}
 
-/// [`FACTORS_SQL`] for the user holding the refresh token with hash `$1`.
-pub static FACTORS_BY_REFRESH_TOKEN_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| {
-        FACTORS_SQL.replace(
-            "user_id = $1",
-            &format!("user_id = {USER_OF_REFRESH_TOKEN}"),
-        )
-    });
+/// Identities from the text of [`identities_json_sql`].
+pub fn identities_from_json(text: &str) -> Result<Vec<Identity>, ApiError> {
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::internal(format!("unreadable identities from the database: {e}")))
+}
+
+/// Factors from the text of [`factors_json_sql`].
+pub fn factors_from_json(text: &str) -> Result<Vec<Factor>, ApiError> {
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::internal(format!("unreadable factors from the database: {e}")))
+}
 
 /// Identities from rows of [`IDENTITIES_SQL`] (or its variants).
-pub fn identities_from_rows(rows: &[tokio_postgres::Row]) -> Vec<Identity> {
+fn identities_from_rows(rows: &[tokio_postgres::Row]) -> Vec<Identity> {
     rows.iter()
         .map(|r| Identity {
             id: r.get(0),
@@ -425,7 +438,7 @@ pub fn identities_from_rows(rows: &[tokio_postgres::Row]) -> Vec<Identity> {
 }
 
 pub async fn identities(db: &impl GenericClient, user_id: Uuid) -> Result<Vec<Identity>, ApiError> {
-    let select = db.prepare_cached(IDENTITIES_SQL).await?;
+    let select = db.prepare_cached(&IDENTITIES_SQL).await?;
     let rows = db.query(&select, &[&user_id]).await?;
     Ok(identities_from_rows(&rows))
 }

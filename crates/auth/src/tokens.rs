@@ -27,7 +27,7 @@ const REFRESH_TOKEN_LEN: usize = 32;
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// One entry of the `amr` claim.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Amr {
     pub method: String,
     pub timestamp: i64,
@@ -171,11 +171,16 @@ async fn insert_refresh_token(
 const SESSION_AMR_SQL: &str = "select authentication_method, updated_at from auth.mfa_amr_claims
  where session_id = $1 order by updated_at desc";
 
-/// [`SESSION_AMR_SQL`] for the session holding the refresh token with hash `$1`.
-const SESSION_AMR_BY_REFRESH_TOKEN_SQL: &str = "select authentication_method, updated_at
- from auth.mfa_amr_claims
- where session_id = (select session_id from auth.refresh_tokens where token = $1)
- order by updated_at desc";
+/// A subquery answering, as JSON array text of [`Amr`]s, the `amr` claim of
+/// the session whose id is the SQL expression `session_id`, as
+/// [`session_amr`] reads it.
+fn amr_json_sql(session_id: &str) -> String {
+    format!(
+        "(select coalesce(json_agg(json_build_object('method', c.authentication_method,
+     'timestamp', floor(extract(epoch from c.updated_at))::int8) order by c.updated_at desc), '[]')::text
+   from auth.mfa_amr_claims c where c.session_id = {session_id})"
+    )
+}
 
 fn amr_from_rows(rows: &[tokio_postgres::Row]) -> Vec<Amr> {
     rows.iter()
@@ -374,7 +379,9 @@ static LOCK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// than `$4` seconds (null: no limit) and the user not banned, revokes the
 /// token, touches the session, records `token_refreshed` when `$5`, from the
 /// IP `$6`, and inserts the child `$3`. Answers the user's columns, then the
-/// session's id and level; no row when any condition failed.
+/// session's id and level, its `amr` claim, the user's identities and
+/// factors (JSON array texts, read in the statement's snapshot: the rotation
+/// changes none of them); no row when any condition failed.
 static REFRESH_AT_ONCE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let user_columns = &*models::USER_COLUMNS_OF_U;
     format!(
@@ -410,26 +417,24 @@ static REFRESH_AT_ONCE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::n
      (instance_id, token, user_id, revoked, created_at, updated_at, parent, session_id)
    select $2, $3, id::text, false, now(), now(), $1, session_id from locked
  )
- select * from locked"
+ select locked.*, {amr}, {identities}, {factors} from locked",
+        amr = amr_json_sql("locked.session_id"),
+        identities = models::identities_json_sql("locked.id"),
+        factors = models::factors_json_sql("locked.id"),
     )
 });
 
-/// Refreshes in one round trip to the database: [`REFRESH_AT_ONCE_SQL`] with
-/// the reads of the session object pipelined behind it. `None` when the
-/// token needs [`try_refresh`]: unknown, revoked (the reuse rules), expired,
-/// banned, or locked by a concurrent refresh.
+/// Refreshes in one statement: [`REFRESH_AT_ONCE_SQL`], which also reads the
+/// session object. `None` when the token needs [`try_refresh`]: unknown,
+/// revoked (the reuse rules), expired, banned, or locked by a concurrent
+/// refresh.
 async fn refresh_at_once(
     state: &State,
     hash: &str,
     ip: &str,
 ) -> Result<Option<(Issued, Value)>, ApiError> {
     let client = state.pool.get().await?;
-    let (rotate, amr, identities, factors) = tokio::try_join!(
-        client.prepare_cached(&REFRESH_AT_ONCE_SQL),
-        client.prepare_cached(SESSION_AMR_BY_REFRESH_TOKEN_SQL),
-        client.prepare_cached(&models::IDENTITIES_BY_REFRESH_TOKEN_SQL),
-        client.prepare_cached(&models::FACTORS_BY_REFRESH_TOKEN_SQL),
-    )?;
+    let rotate = client.prepare_cached(&REFRESH_AT_ONCE_SQL).await?;
     let new_token = crypto::random_alnum(REFRESH_TOKEN_LEN);
     let new_hash = crypto::sha256_hex(&new_token);
     let idle_limit = state
@@ -439,16 +444,7 @@ async fn refresh_at_once(
     let audited = state.config.audit_log;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
         [&hash, &INSTANCE_ID, &new_hash, &idle_limit, &audited, &ip];
-    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&hash];
-    // Each statement commits on its own and runs after the one before it, so
-    // the reads see the session the rotation kept.
-    let (rotated, amr, identities, factors) = tokio::join!(
-        client.query_opt(&rotate, &params),
-        client.query(&amr, &key),
-        client.query(&identities, &key),
-        client.query(&factors, &key),
-    );
-    let row = match rotated {
+    let row = match client.query_opt(&rotate, &params).await {
         Ok(Some(row)) => row,
         Ok(None) => return Ok(None),
         Err(e) if is_contention(&e) => return Ok(None),
@@ -458,9 +454,10 @@ async fn refresh_at_once(
     let at = models::user_column_count();
     let session: Uuid = row.get(at);
     let aal: String = row.get(at + 1);
-    let amr = amr_from_rows(&amr?);
-    let identities = models::identities_from_rows(&identities?);
-    let factors: Vec<models::Factor> = factors?.iter().map(models::Factor::from_row).collect();
+    let amr: Vec<Amr> = serde_json::from_str(row.get(at + 2))
+        .map_err(|e| ApiError::internal(format!("unreadable amr from the database: {e}")))?;
+    let identities = models::identities_from_json(row.get(at + 3))?;
+    let factors = models::factors_from_json(row.get(at + 4))?;
     let issued = Issued::mint(state, &user, session, &aal, &amr, new_token)?;
     Ok(Some((issued, user.to_json(Some(&identities), &factors))))
 }
@@ -503,7 +500,7 @@ async fn try_refresh(state: &State, hash: &str, ip: &str) -> Result<Attempt, Api
         client.prepare_cached(&LOCK_SQL),
         client.prepare_cached(ROTATE_SQL),
         client.prepare_cached(SESSION_AMR_SQL),
-        client.prepare_cached(models::IDENTITIES_SQL),
+        client.prepare_cached(&models::IDENTITIES_SQL),
         client.prepare_cached(&models::FACTORS_SQL),
     )?;
     let tx = PipelinedTransaction::new(client);

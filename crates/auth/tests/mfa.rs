@@ -113,7 +113,21 @@ async fn enroll_challenge_verify_raises_the_session_to_aal2() {
     // Refreshing keeps aal2, and the aal1 token of before still refreshes
     // within the reuse interval (another tab), into the same raised session.
     let r = auth.refresh(&s(&v.body, "refresh_token")).await;
-    assert_eq!(claims_of(&s(&r.body, "access_token"))["aal"], "aal2");
+    let refreshed = claims_of(&s(&r.body, "access_token"));
+    assert_eq!(refreshed["aal"], "aal2");
+    assert_eq!(
+        refreshed["amr"], claims["amr"],
+        "the session's methods and times"
+    );
+    let me = auth
+        .user("GET", "/user", None, &s(&r.body, "access_token"))
+        .await;
+    assert_eq!(me.status, 200, "{:?}", me.body);
+    assert_eq!(
+        r.body["user"], me.body,
+        "a refresh answers the user object, identities and factors as GET /user"
+    );
+    assert_eq!(r.body["user"]["identities"][0]["provider"], "email");
     let old = auth.refresh(&s(&session, "refresh_token")).await;
     assert_eq!(old.status, 200, "{:?}", old.body);
     assert_eq!(claims_of(&s(&old.body, "access_token"))["aal"], "aal2");
