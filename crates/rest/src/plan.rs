@@ -1015,7 +1015,8 @@ impl Renderer<'_> {
         }
         if paginate {
             if let Some(l) = node.limit {
-                sql.push_str(&format!(" limit {}", self.params.bind(l.to_string())));
+                // A literal: see [`Renderer::limit`].
+                sql.push_str(&Self::limit(l));
             }
             if let Some(o) = node.offset.filter(|o| *o > 0) {
                 sql.push_str(&format!(" offset {}", self.params.bind(o.to_string())));
@@ -1042,12 +1043,24 @@ impl Renderer<'_> {
             sql.push_str(&order);
         }
         if let Some(l) = node.limit {
-            sql.push_str(&format!(" limit {}", self.params.bind(l.to_string())));
+            sql.push_str(&Self::limit(l));
         }
         if let Some(o) = node.offset.filter(|o| *o > 0) {
             sql.push_str(&format!(" offset {}", self.params.bind(o.to_string())));
         }
         Ok(sql)
+    }
+
+    /// ` limit n` with `n` written into the statement, not bound. With a bound
+    /// limit the planner of a prepared statement's generic plan must guess
+    /// how many rows are wanted (a tenth of the table), prices that plan far
+    /// above a custom one and so plans the statement again on every
+    /// execution; with the number in the text the generic plan is priced
+    /// right and reused. Page sizes are few, so this adds few statements to a
+    /// connection's cache. `n` is an integer the handler parsed: nothing a
+    /// client wrote reaches the text.
+    fn limit(n: i64) -> String {
+        format!(" limit {n}")
     }
 
     /// The `from` item with laterals, and the `where` conditions of `node`.
@@ -1246,6 +1259,18 @@ mod tests {
         select: &str,
         filters: &[(&str, &str)],
     ) -> Result<(String, Params), ApiError> {
+        render_page(cache, table, select, filters, None, None)
+    }
+
+    /// [`render`] of one page: `limit` and `offset` set on the root.
+    fn render_page(
+        cache: &SchemaCache,
+        table: &str,
+        select: &str,
+        filters: &[(&str, &str)],
+        limit: Option<i64>,
+        offset: Option<i64>,
+    ) -> Result<(String, Params), ApiError> {
         let t = cache
             .table("public", table)
             .ok_or_else(|| ApiError::new(404, "x", "x"))?;
@@ -1270,6 +1295,8 @@ mod tests {
                 .conditions
                 .push(Condition::Filter(f));
         }
+        root.limit = limit;
+        root.offset = offset;
         let mut params = Params::default();
         let mut r = Renderer {
             params: &mut params,
@@ -1373,6 +1400,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn page_sizes_are_written_into_the_statement_and_offsets_bound() {
+        let c = cache();
+        let (sql, params) =
+            render_page(&c, "clients", "id", &[("id", "gte.5")], Some(10), Some(20)).unwrap();
+        assert!(sql.ends_with(" limit 10 offset $2"), "{sql}");
+        assert_eq!(params.values, [Some("5".to_owned()), Some("20".to_owned())]);
+        let (sql, params) = render_page(&c, "clients", "id", &[], Some(0), None).unwrap();
+        assert!(sql.ends_with(" limit 0"), "{sql}");
+        assert!(params.values.is_empty());
     }
 
     #[test]
