@@ -272,13 +272,20 @@ async fn sessions_end_at_their_timebox_and_after_inactivity() {
         .user("GET", "/user", None, &s(&a, "access_token"))
         .await;
     assert_eq!(r.body["code"], "session_not_found");
-    db.execute(
-        "update auth.sessions set refreshed_at = (now() - interval '1 hour') at time zone 'utc'
-         where id = $1::text::uuid",
-        &[&sb],
-    )
-    .await
-    .unwrap();
+    // Marks a session last refreshed `ago` (an interval) before now.
+    let idle_since = |session: String, ago: &'static str| {
+        let db = &db;
+        async move {
+            db.execute(
+                "update auth.sessions set refreshed_at = (now() - $2::text::interval) at time zone 'utc'
+                 where id = $1::text::uuid",
+                &[&session, &ago],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    idle_since(sb, "1 hour").await;
     let r = auth.refresh(&s(&b, "refresh_token")).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["code"], "session_expired");
@@ -287,13 +294,7 @@ async fn sessions_end_at_their_timebox_and_after_inactivity() {
     // Idle for less than the limit: refreshed as usual.
     let c = auth.sign_in("timebox@example.com", "password-1").await;
     let sc = session_of(&c);
-    db.execute(
-        "update auth.sessions set refreshed_at = (now() - interval '5 minutes') at time zone 'utc'
-         where id = $1::text::uuid",
-        &[&sc],
-    )
-    .await
-    .unwrap();
+    idle_since(sc, "5 minutes").await;
     let r = auth.refresh(&s(&c, "refresh_token")).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let fresh = s(&r.body, "refresh_token");
