@@ -1015,7 +1015,6 @@ impl Renderer<'_> {
         }
         if paginate {
             if let Some(l) = node.limit {
-                // A literal: see [`Renderer::limit`].
                 sql.push_str(&Self::limit(l));
             }
             if let Some(o) = node.offset.filter(|o| *o > 0) {
