@@ -65,6 +65,8 @@ pub struct AuthConfig {
     pub mfa_issuer: Option<String>,
     /// Most verified factors a user may hold.
     pub mfa_max_factors: usize,
+    /// How often stale rows are removed ([`crate::cleanup`]); `None` for never.
+    pub cleanup_interval: Option<Duration>,
 }
 
 /// An SMTP relay.
@@ -219,6 +221,7 @@ impl AuthConfig {
             secs_or_off(l.parse_or("FERROBASE_SESSIONS_INACTIVITY_TIMEOUT", 0u64));
         let mfa_issuer = l.optional("FERROBASE_MFA_ISSUER").filter(|s| !s.is_empty());
         let mfa_max_factors = l.parse_or("FERROBASE_MFA_MAX_ENROLLED_FACTORS", 10usize);
+        let cleanup_interval = secs_or_off(l.parse_or("FERROBASE_AUTH_CLEANUP_INTERVAL", 60u64));
         let config = Self {
             service,
             site_url,
@@ -250,6 +253,7 @@ impl AuthConfig {
             sessions_inactivity_timeout,
             mfa_issuer,
             mfa_max_factors,
+            cleanup_interval,
         };
         l.finish(config)
     }

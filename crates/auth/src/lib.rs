@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod cleanup;
 pub mod config;
 pub mod crypto;
 pub mod flows;

@@ -69,6 +69,13 @@ impl Service for Application {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (listener, token) = self.listeners.start(stop);
+        if let Some(every) = self.state.config.cleanup_interval {
+            tokio::spawn(crate::cleanup::run_every(
+                every,
+                self.state.clone(),
+                token.clone(),
+            ));
+        }
         let grace = self.state.config.service.process.shutdown_grace;
         let service = AuthServer::new(AuthService::new(self.state.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

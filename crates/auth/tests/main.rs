@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod cleanup;
 mod concurrency;
 mod email;
 mod keys;
