@@ -388,7 +388,7 @@ pub static FACTORS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     format!("select {FACTOR_COLUMNS} from auth.mfa_factors where user_id = $1 order by created_at")
 });
 
-/// A subquery answering, as JSON array text for [`identities_from_json`], the
+/// A subquery answering, as JSON array text for [`from_json_text`], the
 /// identities of the user whose id is the SQL expression `user_id`, in the
 /// order of [`IDENTITIES_SQL`].
 pub fn identities_json_sql(user_id: &str) -> String {
@@ -398,7 +398,7 @@ pub fn identities_json_sql(user_id: &str) -> String {
     )
 }
 
-/// A subquery answering, as JSON array text for [`factors_from_json`], the MFA
+/// A subquery answering, as JSON array text for [`from_json_text`], the MFA
 /// factors of the user whose id is the SQL expression `user_id`, in the order
 /// of [`FACTORS_SQL`].
 pub fn factors_json_sql(user_id: &str) -> String {
@@ -408,16 +408,14 @@ pub fn factors_json_sql(user_id: &str) -> String {
     )
 }
 
-/// Identities from the text of [`identities_json_sql`].
-pub fn identities_from_json(text: &str) -> Result<Vec<Identity>, ApiError> {
+/// A value the database answered as JSON text, such as the arrays of
+/// [`identities_json_sql`] and [`factors_json_sql`]; `what` names it in the error.
+pub fn from_json_text<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, ApiError> {
     serde_json::from_str(text)
-        .map_err(|e| ApiError::internal(format!("unreadable identities from the database: {e}")))
-}
-
-/// Factors from the text of [`factors_json_sql`].
-pub fn factors_from_json(text: &str) -> Result<Vec<Factor>, ApiError> {
-    serde_json::from_str(text)
-        .map_err(|e| ApiError::internal(format!("unreadable factors from the database: {e}")))
+        .map_err(|e| ApiError::internal(format!("unreadable {what} from the database: {e}")))
 }
 
 /// Identities from rows of [`IDENTITIES_SQL`] (or its variants).

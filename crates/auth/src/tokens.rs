@@ -171,7 +171,8 @@ async fn insert_refresh_token(
 const SESSION_AMR_SQL: &str = "select authentication_method, updated_at from auth.mfa_amr_claims
  where session_id = $1 order by updated_at desc";
 
-/// A subquery answering, as JSON array text of [`Amr`]s, the `amr` claim of
+/// A subquery answering, as JSON array text of [`Amr`]s (for
+/// [`models::from_json_text`]), the `amr` claim of
 /// the session whose id is the SQL expression `session_id`, as
 /// [`session_amr`] reads it.
 fn amr_json_sql(session_id: &str) -> String {
@@ -454,10 +455,9 @@ async fn refresh_at_once(
     let at = models::user_column_count();
     let session: Uuid = row.get(at);
     let aal: String = row.get(at + 1);
-    let amr: Vec<Amr> = serde_json::from_str(row.get(at + 2))
-        .map_err(|e| ApiError::internal(format!("unreadable amr from the database: {e}")))?;
-    let identities = models::identities_from_json(row.get(at + 3))?;
-    let factors = models::factors_from_json(row.get(at + 4))?;
+    let amr: Vec<Amr> = models::from_json_text(row.get(at + 2), "amr")?;
+    let identities: Vec<models::Identity> = models::from_json_text(row.get(at + 3), "identities")?;
+    let factors: Vec<models::Factor> = models::from_json_text(row.get(at + 4), "factors")?;
     let issued = Issued::mint(state, &user, session, &aal, &amr, new_token)?;
     Ok(Some((issued, user.to_json(Some(&identities), &factors))))
 }
