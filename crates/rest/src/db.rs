@@ -1,14 +1,14 @@
 //! Running one request's statements: a transaction as the caller's role, with
-//! the claims and request GUCs set, pipelined with the main statement so a
-//! read costs one round trip.
+//! the claims and request GUCs set, sent as one pipeline with the main
+//! statement ([`crate::pg`]) so a read costs one round trip.
 
 use bytes::BytesMut;
 use deadpool_postgres::Pool;
-use tokio_postgres::Row;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
 
 use crate::api::ApiError;
-use crate::error::from_pg;
+use crate::error::{from_conn, from_db, from_pg};
+use crate::pg::{self, Answer, Row, Statement, TxStatus};
 use crate::plan::Params;
 
 /// A parameter sent as text whatever its type: the server parses it with the
@@ -65,9 +65,12 @@ impl Settings {
     /// the role's own settings, a statement timeout and a time zone are only
     /// there when there is something to set, so the common request runs the
     /// smallest statement (each variant is prepared once per connection).
-    fn statement(&self) -> (String, Vec<TextParam<'_>>) {
+    fn statement(&self, access: Access) -> (String, Vec<Option<&str>>) {
         let mut sql = String::from(SET_SQL);
-        let mut params: Vec<TextParam<'_>> = [
+        if access == Access::ReadOnly {
+            sql.push_str(", set_config('transaction_read_only', 'on', true)");
+        }
+        let mut params: Vec<Option<&str>> = [
             self.search_path.as_str(),
             self.role.as_str(),
             self.claims.as_str(),
@@ -77,11 +80,11 @@ impl Settings {
             self.cookies.as_str(),
         ]
         .into_iter()
-        .map(|v| TextParam(Some(v)))
+        .map(Some)
         .collect();
         let role_settings = self.role_settings.trim();
         if !role_settings.is_empty() && role_settings != "{}" {
-            params.push(TextParam(Some(role_settings)));
+            params.push(Some(role_settings));
             sql.push_str(&format!(
                 ", (select count(set_config(key, value, true)) from json_each_text(${}::json))",
                 params.len()
@@ -92,7 +95,7 @@ impl Settings {
             ("timezone", &self.timezone),
         ] {
             if let Some(v) = value {
-                params.push(TextParam(Some(v.as_str())));
+                params.push(Some(v.as_str()));
                 sql.push_str(&format!(", set_config('{name}', ${}, true)", params.len()));
             }
         }
@@ -114,9 +117,6 @@ const SET_SQL: &str = "select set_config('search_path', $1, true), \
 /// Most values one statement binds (PostgreSQL's protocol allows 65535).
 const MAX_PARAMS: usize = 10_000;
 
-/// Statements a connection keeps prepared before its cache is emptied.
-const MAX_CACHED_STATEMENTS: usize = 512;
-
 /// What the main statement of a request returns (one row).
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
@@ -132,19 +132,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn from_row(row: &Row) -> Result<Self, tokio_postgres::Error> {
+    fn from_row(row: &Row) -> Result<Self, String> {
+        let text = |i: usize| row.text(i).filter(|s| !s.is_empty()).map(str::to_owned);
         Ok(Self {
-            total: row.try_get(0)?,
-            page_total: row.try_get::<_, Option<i64>>(1)?.unwrap_or(0),
-            body: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
-            response_headers: row
-                .try_get::<_, Option<String>>(3)?
-                .filter(|s| !s.is_empty()),
-            response_status: row
-                .try_get::<_, Option<String>>(4)?
-                .filter(|s| !s.is_empty()),
-            location: row.try_get(5)?,
-            inserted: row.try_get(6)?,
+            total: row.int8(0)?,
+            page_total: row.int8(1)?.unwrap_or(0),
+            body: row.text(2).unwrap_or_default().to_owned(),
+            response_headers: text(3),
+            response_status: text(4),
+            location: row.text(5).map(str::to_owned),
+            inserted: row.int8(6)?,
             planned: None,
         })
     }
@@ -165,8 +162,13 @@ fn dyn_params<'a>(p: &'a [TextParam<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
     p.iter().map(|x| x as &(dyn ToSql + Sync)).collect()
 }
 
+fn text_params(p: &Params) -> Vec<Option<&str>> {
+    p.values.iter().map(Option::as_deref).collect()
+}
+
+/// The row estimate of an `EXPLAIN (FORMAT JSON)` answer.
 fn planned_rows(rows: &[Row]) -> Option<i64> {
-    let v: serde_json::Value = rows.first()?.try_get(0).ok()?;
+    let v: serde_json::Value = serde_json::from_str(rows.first()?.text(0)?).ok()?;
     v.get(0)?
         .get("Plan")?
         .get("Plan Rows")?
@@ -174,10 +176,39 @@ fn planned_rows(rows: &[Row]) -> Option<i64> {
         .map(|f| f as i64)
 }
 
+fn too_many_values(params: &Params) -> Option<ApiError> {
+    (params.values.len() > MAX_PARAMS).then(|| {
+        ApiError::new(
+            400,
+            "PGRST100",
+            format!(
+                "The request uses more than {MAX_PARAMS} values; combine them, e.g. with in.(...)"
+            ),
+        )
+    })
+}
+
+/// The rows of a statement that ran, or its error.
+fn rows_of(answer: Option<&Answer>, anon: bool) -> Result<&[Row], ApiError> {
+    match answer {
+        Some(Answer::Rows(rows)) => Ok(rows),
+        Some(Answer::Failed(e)) => Err(from_db(e, anon)),
+        Some(Answer::Skipped) | None => Err(ApiError::internal("a statement was not run")),
+    }
+}
+
 /// Runs `sql` in a transaction as described by `settings`; `decide` says
-/// whether to commit (writes only: reads always end with the pipeline).
+/// whether to commit.
+///
+/// A read sends everything in one pipeline: the settings (read only among
+/// them), `sql` and the `EXPLAIN` of `explain` (for planned counts), which
+/// run as one transaction that the pipeline's end commits; a failing
+/// statement makes the server skip the rest and roll the transaction back.
+/// Its `decide` can still refuse the answer, but a read changed nothing. A
+/// write pipelines `BEGIN`, the settings and `sql`, so `decide` sees the
+/// outcome before the transaction ends with a `COMMIT` or `ROLLBACK`.
 pub async fn run(
-    pool: &Pool,
+    pool: &pg::Pool,
     settings: &Settings,
     access: Access,
     sql: &str,
@@ -186,22 +217,16 @@ pub async fn run(
     decide: impl FnOnce(&Outcome) -> Result<bool, ApiError>,
 ) -> Result<Outcome, ApiError> {
     let anon = settings.anon;
-    if params.values.len() > MAX_PARAMS {
-        return Err(ApiError::new(
-            400,
-            "PGRST100",
-            format!(
-                "The request uses more than {MAX_PARAMS} values; combine them, e.g. with in.(...)"
-            ),
-        ));
+    if let Some(e) = too_many_values(params) {
+        return Err(e);
     }
-    let client = pool.get().await.map_err(|e| match e {
-        deadpool_postgres::PoolError::Timeout(_) => ApiError::new(
+    let mut conn = pool.get().await.map_err(|e| match e {
+        pg::PoolError::Timeout(_) => ApiError::new(
             504,
             "PGRST003",
             "Timed out acquiring connection from connection pool.",
         ),
-        deadpool_postgres::PoolError::Backend(e) => from_pg(&e, anon),
+        pg::PoolError::Backend(e) => from_conn(&e, anon),
         other => {
             tracing::warn!(error = %other, "database pool failed");
             ApiError::new(
@@ -211,121 +236,74 @@ pub async fn run(
             )
         }
     })?;
-    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
-        client.statement_cache.clear();
+    let (set_sql, set_params) = settings.statement(access);
+    let main_params = text_params(params);
+    let explain_params = explain.map(|(_, p)| text_params(p));
+    let read_only = access == Access::ReadOnly;
+    // A read runs in the implicit transaction of its pipeline, which the
+    // `Sync` ends; the settings make it read only, and every connection starts
+    // with read committed as its default isolation (see `pg`).
+    let mut statements = Vec::with_capacity(4);
+    if !read_only {
+        statements.push(Statement::cached(
+            "begin isolation level read committed read write",
+            &[],
+        ));
     }
-    let (set_sql, set_params) = settings.statement();
-    let set = client
-        .prepare_cached(&set_sql)
+    statements.push(Statement::cached(&set_sql, &set_params));
+    statements.push(Statement::cached(sql, &main_params));
+    if let (Some((esql, _)), Some(p)) = (explain, explain_params.as_deref()) {
+        statements.push(Statement::once(esql, p));
+    }
+    let answers = conn
+        .pipeline(&statements)
         .await
-        .map_err(|e| from_pg(&e, anon))?;
-    let set_dyn = dyn_params(&set_params);
-    let main_params = as_params(params);
-    let main_dyn = dyn_params(&main_params);
-    let begin = match access {
-        Access::ReadOnly => "begin isolation level read committed read only",
-        Access::ReadWrite => "begin isolation level read committed read write",
-    };
-    let explain_params = explain.map(|(_, p)| as_params(p));
-    let explain_dyn = explain_params.as_deref().map(dyn_params);
-    let client_ref = &**client;
-    // A read-only transaction ends in the same pipeline, but only once every
-    // statement before it has been sent: a statement not yet prepared waits
-    // for its parse, and must still run inside the transaction.
-    let (main_sent, main_sent_rx) = tokio::sync::oneshot::channel::<()>();
-    let (explain_sent, explain_sent_rx) = tokio::sync::oneshot::channel::<()>();
-    let (began, was_set, main, planned, ended) = futures::join!(
-        client_ref.batch_execute(begin),
-        client_ref.query(&set, &set_dyn),
-        async {
-            let st = client.prepare_cached(sql).await;
-            let st = match st {
-                Ok(st) => st,
-                Err(e) => {
-                    let _ = main_sent.send(());
-                    return Err(e);
-                }
-            };
-            send_then_wait(client_ref.query(&st, &main_dyn), main_sent).await
-        },
-        async {
-            match (explain, explain_dyn.as_deref()) {
-                (Some((esql, _)), Some(p)) => {
-                    let st = match client_ref.prepare(esql).await {
-                        Ok(st) => st,
-                        Err(e) => {
-                            let _ = explain_sent.send(());
-                            return Err(e);
-                        }
-                    };
-                    send_then_wait(client_ref.query(&st, p), explain_sent)
-                        .await
-                        .map(Some)
-                }
-                _ => {
-                    let _ = explain_sent.send(());
-                    Ok(None)
-                }
-            }
-        },
-        async {
-            if access != Access::ReadOnly {
-                return None;
-            }
-            let _ = main_sent_rx.await;
-            let _ = explain_sent_rx.await;
-            Some(client_ref.batch_execute("commit").await)
-        },
-    );
+        .map_err(|e| from_conn(&e, anon))?;
     let result = (|| {
-        began.map_err(|e| from_pg(&e, anon))?;
-        was_set.map_err(|e| from_pg(&e, anon))?;
-        let rows = main.map_err(|e| from_pg(&e, anon))?;
-        let planned = planned.map_err(|e| from_pg(&e, anon))?;
+        // The first error is the one to answer; every statement after it was skipped.
+        if let Some(Answer::Failed(e)) = answers.iter().find(|a| matches!(a, Answer::Failed(_))) {
+            return Err(from_db(e, anon));
+        }
+        let main = if read_only { 1 } else { 2 };
+        let rows = rows_of(answers.get(main), anon)?;
+        let planned = match explain {
+            Some(_) => planned_rows(rows_of(answers.get(main + 1), anon)?),
+            None => None,
+        };
         let row = rows
             .first()
             .ok_or_else(|| ApiError::internal("the main statement returned no row"))?;
         let mut outcome = Outcome::from_row(row).map_err(ApiError::internal)?;
-        outcome.planned = planned.as_deref().and_then(planned_rows);
+        outcome.planned = planned;
         Ok(outcome)
     })();
     let commit = match &result {
         Ok(outcome) => decide(outcome),
         Err(_) => Ok(false),
     };
-    let end = if matches!(commit, Ok(true)) {
-        "commit"
-    } else {
-        "rollback"
-    };
-    let ended = match ended {
-        Some(done) => done,
-        None => client_ref.batch_execute(end).await,
-    };
-    if let Err(e) = ended
-        && result.is_ok()
-        && commit.is_ok()
-    {
-        return Err(from_pg(&e, anon));
+    // A write's transaction is still open; so is any transaction a read's
+    // statements left behind (a function cannot, but nothing is assumed).
+    if !read_only || conn.status() != TxStatus::Idle {
+        let end = if !read_only && matches!(commit, Ok(true)) {
+            "commit"
+        } else {
+            "rollback"
+        };
+        let ended = conn
+            .pipeline(&[Statement::cached(end, &[])])
+            .await
+            .map_err(|e| from_conn(&e, anon))
+            .and_then(|answers| rows_of(answers.first(), anon).map(|_| ()));
+        if let Err(e) = ended
+            && result.is_ok()
+            && commit.is_ok()
+        {
+            return Err(e);
+        }
     }
     let outcome = result?;
     commit?;
     Ok(outcome)
-}
-
-/// Polls `query` once, which writes its messages to the connection, signals
-/// `sent`, then waits for the answer.
-async fn send_then_wait<F, T>(query: F, sent: tokio::sync::oneshot::Sender<()>) -> T
-where
-    F: std::future::Future<Output = T>,
-{
-    let mut query = std::pin::pin!(query);
-    let first = futures::poll!(query.as_mut());
-    let _ = sent.send(());
-    match first {
-        std::task::Poll::Ready(out) => out,
-        std::task::Poll::Pending => query.await,
-    }
 }
 
 /// Runs `sql` (returning text rows) in a transaction that is always rolled back.
@@ -336,14 +314,8 @@ pub async fn run_rows(
     params: &Params,
 ) -> Result<Vec<String>, ApiError> {
     let anon = settings.anon;
-    if params.values.len() > MAX_PARAMS {
-        return Err(ApiError::new(
-            400,
-            "PGRST100",
-            format!(
-                "The request uses more than {MAX_PARAMS} values; combine them, e.g. with in.(...)"
-            ),
-        ));
+    if let Some(e) = too_many_values(params) {
+        return Err(e);
     }
     let client = pool.get().await.map_err(|_| {
         ApiError::new(
@@ -352,11 +324,12 @@ pub async fn run_rows(
             "Timed out acquiring connection from connection pool.",
         )
     })?;
-    let (set_sql, set_params) = settings.statement();
+    let (set_sql, set_params) = settings.statement(Access::ReadWrite);
     let set = client
         .prepare_cached(&set_sql)
         .await
         .map_err(|e| from_pg(&e, anon))?;
+    let set_params: Vec<TextParam<'_>> = set_params.into_iter().map(TextParam).collect();
     let set_dyn = dyn_params(&set_params);
     let main_params = as_params(params);
     let main_dyn = dyn_params(&main_params);

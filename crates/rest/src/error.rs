@@ -61,17 +61,51 @@ pub fn from_pg(err: &tokio_postgres::Error, anon: bool) -> ApiError {
             "Database client error. Retrying the connection.",
         );
     };
-    let code = db.code().code();
+    from_parts(db.code().code(), db.message(), db.detail(), db.hint(), anon)
+}
+
+/// Maps an error the server reported on a request connection to the client's error.
+pub fn from_db(err: &crate::pg::DbError, anon: bool) -> ApiError {
+    from_parts(
+        &err.code,
+        &err.message,
+        err.detail.as_deref(),
+        err.hint.as_deref(),
+        anon,
+    )
+}
+
+/// A request connection that failed: 503 (or what the server said when it
+/// refused the connection).
+pub fn from_conn(err: &crate::pg::ConnError, anon: bool) -> ApiError {
+    if let crate::pg::ConnError::Refused(db) = err {
+        return from_db(db, anon);
+    }
+    tracing::warn!(error = %err, "database request failed");
+    ApiError::new(
+        503,
+        "PGRST001",
+        "Database client error. Retrying the connection.",
+    )
+}
+
+fn from_parts(
+    code: &str,
+    message: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+    anon: bool,
+) -> ApiError {
     // `RAISE SQLSTATE 'PGRST'` gives the function full control of the answer.
     if code == "PGRST" {
-        return raised(db.message(), db.detail());
+        return raised(message, detail);
     }
-    let status = status_for(code, db.message(), anon);
-    let mut e = ApiError::new(status, code, db.message());
-    if let Some(d) = db.detail() {
+    let status = status_for(code, message, anon);
+    let mut e = ApiError::new(status, code, message);
+    if let Some(d) = detail {
         e = e.details(d);
     }
-    if let Some(h) = db.hint() {
+    if let Some(h) = hint {
         e = e.hint(h);
     }
     e

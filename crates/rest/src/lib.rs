@@ -5,7 +5,8 @@
 //! caller's verified [`AuthContext`](ferrobase_common::AuthContext). [`api`]
 //! reads it, [`parser`] parses the query string, [`plan`] resolves names and
 //! relationships against the [`schema`] cache and renders SQL with bound
-//! values, [`db`] runs it in one transaction as the caller's role, and
+//! values, [`db`] runs it in one transaction as the caller's role (one
+//! pipeline on a [`pg`] connection), and
 //! PostgreSQL renders the JSON.
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod handler;
 pub mod openapi;
 pub mod parser;
+pub mod pg;
 pub mod plan;
 pub mod schema;
 pub mod service;

@@ -705,15 +705,21 @@ pub struct Cache {
     current: RwLock<Arc<SchemaCache>>,
     schemas: Vec<String>,
     pool: Pool,
+    requests: crate::pg::Pool,
 }
 
 impl Cache {
     /// Loads the first version.
-    pub async fn new(pool: Pool, schemas: Vec<String>) -> anyhow::Result<Self> {
+    pub async fn new(
+        pool: Pool,
+        requests: crate::pg::Pool,
+        schemas: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let cache = Self {
             current: RwLock::new(Arc::new(SchemaCache::default())),
             schemas,
             pool,
+            requests,
         };
         cache.reload().await?;
         Ok(cache)
@@ -743,6 +749,7 @@ impl Cache {
         tx.rollback().await?;
         drop(client);
         self.pool.manager().statement_caches.clear();
+        self.requests.forget_statements();
         let mut guard = match self.current.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),

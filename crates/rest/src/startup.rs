@@ -44,10 +44,20 @@ impl Service for Application {
                 .map_err(|e| anyhow::anyhow!("connecting to the database: {e}"))?;
             install_watch(&client).await;
         }
-        let cache = Arc::new(Cache::new(pool.clone(), config.schemas.clone()).await?);
+        // Requests run on connections of their own (`pg`); this pool only
+        // serves the schema cache, the OpenAPI document and plans, so two do.
+        pool.resize(config.service.database.pool_size.min(2));
+        let requests = crate::pg::Pool::new(
+            config.service.database.url.expose_secret(),
+            config.service.database.pool_size,
+            "ferrobase-rest",
+        )?;
+        let cache =
+            Arc::new(Cache::new(pool.clone(), requests.clone(), config.schemas.clone()).await?);
         let state = Arc::new(State {
             config,
             pool,
+            requests,
             cache,
         });
         Ok(Self { listeners, state })
@@ -83,6 +93,7 @@ impl Service for Application {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let result = ferrobase_common::grpc::serve(listener, service, token.clone(), grace).await;
         token.cancel();
+        self.state.requests.close();
         self.state.pool.close();
         result
     }

@@ -4,8 +4,8 @@
 //! 1. Two ceilings measured with pgbench while nothing else runs: the plain
 //!    select-only workload (`-S`), and a custom script sending, pipelined,
 //!    exactly the statements one REST primary-key read costs the database
-//!    (begin, the request settings, the JSON-producing select, commit),
-//!    connected as `authenticator`.
+//!    (the request settings, read only among them, and the JSON-producing
+//!    select, as one implicit transaction), connected as `authenticator`.
 //! 2. Four REST calls through the gateway (`/rest/v1`): (a) one row by primary
 //!    key, (b) ten rows with a filter and an order, (c) one row with an
 //!    embedded many-to-one parent, (d) a one-row insert returning the row.
@@ -44,18 +44,17 @@ const TARGET_PEER_RATIO: f64 = 1.5;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The pgbench script of one REST primary-key read as the rest service sends it
-/// (`crates/rest/src/db.rs`, `handler/read.rs`, `plan.rs`): a read-only
-/// transaction, the request settings as the anonymous role, the main statement,
-/// commit, in one pipeline. The settings are bound as parameters, as the
+/// (`crates/rest/src/db.rs`, `pg.rs`, `handler/read.rs`, `plan.rs`): the request
+/// settings as the anonymous role, the transaction made read only among them,
+/// then the main statement, in one pipeline whose end commits the implicit
+/// transaction both ran in. The settings are bound as parameters, as the
 /// service binds them, from the variables of [`REST_SETTINGS`]; anon has no
 /// role settings and the request no timeout or time zone, so the statement
 /// has none of those optional parts.
 const REST_SHAPED_SCRIPT: &str = r#"\set aid random(1, :naccounts)
 \startpipeline
-begin isolation level read committed read only;
-select set_config('search_path', :search_path, true), set_config('role', case when to_regrole(quote_ident(:role)) is null or pg_catalog.pg_has_role('authenticator', to_regrole(quote_ident(:role))::oid, 'member') then :role else 'ferrobase: role not allowed' end, true), set_config('request.jwt.claims', :claims, true), set_config('request.method', :method, true), set_config('request.path', :path, true), set_config('request.headers', :headers, true), set_config('request.cookies', :cookies, true);
+select set_config('search_path', :search_path, true), set_config('role', case when to_regrole(quote_ident(:role)) is null or pg_catalog.pg_has_role('authenticator', to_regrole(quote_ident(:role))::oid, 'member') then :role else 'ferrobase: role not allowed' end, true), set_config('request.jwt.claims', :claims, true), set_config('request.method', :method, true), set_config('request.path', :path, true), set_config('request.headers', :headers, true), set_config('request.cookies', :cookies, true), set_config('transaction_read_only', 'on', true);
 with pgrst_source as (select "pgbench_accounts"."aid" as "aid", "pgbench_accounts"."bid" as "bid", "pgbench_accounts"."abalance" as "abalance", "pgbench_accounts"."filler" as "filler" from "public"."pgbench_accounts" as "pgbench_accounts" where "pgbench_accounts"."aid" = :aid) select null::int8, count(*)::int8, coalesce(json_agg("pgrst_t"), '[]')::text, current_setting('response.headers', true), current_setting('response.status', true), null::text, null::int8 from pgrst_source "pgrst_t";
-commit;
 \endpipeline
 "#;
 
@@ -735,11 +734,13 @@ mod tests {
     }
 
     #[test]
-    fn the_script_is_one_pipelined_transaction() {
+    fn the_script_is_one_pipelined_read_only_transaction() {
         let lines: Vec<&str> = REST_SHAPED_SCRIPT.lines().collect();
         assert_eq!(lines[1], "\\startpipeline");
-        assert!(lines[2].starts_with("begin "));
-        assert_eq!(lines[5], "commit;");
-        assert_eq!(lines[6], "\\endpipeline");
+        assert!(lines[2].starts_with("select set_config('search_path'"));
+        assert!(lines[2].ends_with(", set_config('transaction_read_only', 'on', true);"));
+        assert!(lines[3].starts_with("with pgrst_source as "));
+        assert_eq!(lines[4], "\\endpipeline");
+        assert_eq!(lines.len(), 5);
     }
 }

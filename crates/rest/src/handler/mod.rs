@@ -24,7 +24,10 @@ use crate::schema::{Cache, Function, SchemaCache, Table};
 /// What every request shares.
 pub struct State {
     pub config: RestConfig,
+    /// The schema cache's, the OpenAPI document's and plans' connections.
     pub pool: Pool,
+    /// The connections requests run on.
+    pub requests: crate::pg::Pool,
     pub cache: Arc<Cache>,
 }
 

@@ -34,7 +34,7 @@ pub(super) async fn read(ctx: &Ctx<'_>, table: &Table) -> Result<HttpResponse, A
         return explain_plan(ctx, &sql, &params, json).await;
     }
     let out = db::run(
-        &ctx.state.pool,
+        &ctx.state.requests,
         &ctx.settings(),
         Access::ReadOnly,
         &sql,

@@ -390,7 +390,7 @@ pub(super) async fn rpc(ctx: &Ctx<'_>, name: &str) -> Result<HttpResponse, ApiEr
     let singular = ctx.singular();
     let commit = ctx.commit_wanted();
     let out = db::run(
-        &ctx.state.pool,
+        &ctx.state.requests,
         &ctx.settings(),
         access,
         &sql,

@@ -483,7 +483,7 @@ async fn write_rows(
     let singular = ctx.singular();
     let commit = ctx.commit_wanted();
     let out = db::run(
-        &ctx.state.pool,
+        &ctx.state.requests,
         &ctx.settings(),
         Access::ReadWrite,
         &sql,
@@ -661,7 +661,7 @@ pub(super) async fn update_delete(ctx: &Ctx<'_>, table: &Table) -> Result<HttpRe
     let strict_max = ctx.prefer.max_affected.filter(|_| ctx.prefer.strict);
     let commit = ctx.commit_wanted();
     let out = db::run(
-        &ctx.state.pool,
+        &ctx.state.requests,
         &ctx.settings(),
         Access::ReadWrite,
         &sql,

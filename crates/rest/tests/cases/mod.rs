@@ -2,6 +2,7 @@
 
 mod client_compat;
 mod hostile;
+mod pipeline;
 mod read;
 mod rpc;
 mod schema;

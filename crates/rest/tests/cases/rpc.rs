@@ -377,3 +377,35 @@ async fn raw_bodies_reach_single_unnamed_parameters() {
     let r = t.get("/rpc/vsum?nums=5").await;
     assert_eq!(r.body, json!(5), "{r:?}");
 }
+
+#[tokio::test]
+async fn reads_run_read_committed_and_read_only_whatever_the_database_default() {
+    let t = spawn_with(
+        "create function isolation() returns text language sql stable
+           as $$ select current_setting('transaction_isolation') || ' ' || current_setting('transaction_read_only') $$;
+         create function isolation_rw() returns text language sql volatile
+           as $$ select current_setting('transaction_isolation') || ' ' || current_setting('transaction_read_only') $$;",
+        &[],
+    )
+    .await;
+    t.exec(&format!(
+        "alter database {} set default_transaction_isolation = 'serializable'",
+        t.db.name
+    ))
+    .await;
+    // New connections pick the database default up; so would the service's.
+    let r = t.get("/rpc/isolation").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, json!("read committed on"));
+    // A stable function runs read only over POST as well.
+    let r = t
+        .call("POST", "/rpc/isolation", Some("{}"), service(), &[])
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, json!("read committed on"));
+    let r = t
+        .call("POST", "/rpc/isolation_rw", Some("{}"), service(), &[])
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, json!("read committed off"));
+}
