@@ -283,3 +283,34 @@ async fn authenticates_with_scram_and_md5_and_reports_a_wrong_password() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_connection_whose_caller_went_away_mid_pipeline_is_not_reused() {
+    let db = postgres().create_database().await;
+    let pool = Pool::new(&db.url, 1, "pipeline-test").unwrap();
+    let first = {
+        let mut conn = pool.get().await.unwrap();
+        let answers = conn
+            .pipeline(&[Statement::once("select pg_backend_pid()::text", &[])])
+            .await
+            .unwrap();
+        let pid = rows(&answers[0])[0].text(0).unwrap().to_owned();
+        // The caller gives up while the server still works on the pipeline.
+        let sleep = [Statement::once("select pg_sleep(2)", &[])];
+        let slow = conn.pipeline(&sleep);
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(100), slow).await;
+        assert!(gave_up.is_err(), "the slow pipeline finished early");
+        assert!(!conn.is_usable());
+        pid
+    };
+    let mut conn = pool.get().await.unwrap();
+    let answers = conn
+        .pipeline(&[Statement::once("select pg_backend_pid()::text", &[])])
+        .await
+        .unwrap();
+    assert_ne!(
+        rows(&answers[0])[0].text(0),
+        Some(first.as_str()),
+        "a connection with an unread answer was reused"
+    );
+}
