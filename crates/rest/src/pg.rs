@@ -18,8 +18,8 @@
 //!
 //! The connection speaks the protocol itself (with `postgres-protocol`'s
 //! message codecs and SCRAM): start-up, password, MD5 and SCRAM-SHA-256
-//! authentication, over TCP or a Unix socket, without TLS (like the rest of
-//! Ferrobase's database connections).
+//! authentication, over TCP (with keepalives) or a Unix socket, without TLS
+//! (like the rest of Ferrobase's database connections).
 
 use std::collections::HashMap;
 use std::io;
@@ -198,7 +198,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Opens a connection as `config` describes and waits until it is ready.
+    /// Opens a connection as `config` describes and waits until it is ready:
+    /// each host in turn (`hostaddr` when given, the name otherwise), within
+    /// `connect_timeout` each, with TCP keepalives as libpq sets them.
     pub async fn connect(config: &tokio_postgres::Config) -> Result<Self, ConnError> {
         if config.get_ssl_mode() == SslMode::Require {
             return Err(protocol(
@@ -206,29 +208,30 @@ impl Connection {
             ));
         }
         let hosts = config.get_hosts();
-        if hosts.is_empty() {
+        let addrs = config.get_hostaddrs();
+        let count = hosts.len().max(addrs.len());
+        if count == 0 {
             return Err(protocol("the database URL names no host"));
         }
         let ports = config.get_ports();
         let mut last = None;
-        for (i, host) in hosts.iter().enumerate() {
+        for i in 0..count {
             let port = ports
                 .get(i)
                 .or_else(|| ports.first())
                 .copied()
                 .unwrap_or(5432);
-            let opened = match host {
-                Host::Tcp(name) => tokio::net::TcpStream::connect((name.as_str(), port))
+            let opening = open_stream(config, hosts.get(i), addrs.get(i).copied(), port);
+            let opened = match config.get_connect_timeout() {
+                Some(limit) => tokio::time::timeout(*limit, opening)
                     .await
-                    .and_then(|s| {
-                        s.set_nodelay(true)?;
-                        Ok(Stream::Tcp(s))
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "connecting to the database timed out",
+                        ))
                     }),
-                Host::Unix(dir) => {
-                    tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
-                        .await
-                        .map(Stream::Unix)
-                }
+                None => opening.await,
             };
             match opened {
                 Ok(stream) => {
@@ -521,6 +524,38 @@ impl Connection {
             }
         }
     }
+}
+
+/// Opens the socket to one host of `config`.
+async fn open_stream(
+    config: &tokio_postgres::Config,
+    host: Option<&Host>,
+    addr: Option<std::net::IpAddr>,
+    port: u16,
+) -> io::Result<Stream> {
+    let tcp = match (addr, host) {
+        (Some(ip), _) => tokio::net::TcpStream::connect((ip, port)).await?,
+        (None, Some(Host::Tcp(name))) => {
+            tokio::net::TcpStream::connect((name.as_str(), port)).await?
+        }
+        (None, Some(Host::Unix(dir))) => {
+            let path = dir.join(format!(".s.PGSQL.{port}"));
+            return Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?));
+        }
+        (None, None) => return Err(io::Error::new(io::ErrorKind::NotFound, "no host")),
+    };
+    tcp.set_nodelay(true)?;
+    if config.get_keepalives() {
+        let mut keepalive = socket2::TcpKeepalive::new().with_time(config.get_keepalives_idle());
+        if let Some(interval) = config.get_keepalives_interval() {
+            keepalive = keepalive.with_interval(interval);
+        }
+        if let Some(retries) = config.get_keepalives_retries() {
+            keepalive = keepalive.with_retries(retries);
+        }
+        socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+    }
+    Ok(Stream::Tcp(tcp))
 }
 
 /// Opens [`Connection`]s for the pool.

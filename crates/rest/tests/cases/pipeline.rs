@@ -212,6 +212,23 @@ async fn connects_over_a_unix_socket() {
     assert_eq!(rows(&answers[0])[0].text(0), Some(db.name.as_str()));
 }
 
+#[tokio::test]
+async fn connects_to_a_hostaddr_with_keepalives_and_a_timeout() {
+    let db = postgres().create_database().await;
+    // The name does not resolve: only `hostaddr` can be what was used.
+    let url = format!(
+        "host=db.invalid hostaddr=127.0.0.1 port={} user=postgres dbname={} connect_timeout=5 keepalives_idle=30",
+        postgres().port(),
+        db.name
+    );
+    let mut conn = Connection::connect(&config(&url)).await.unwrap();
+    let answers = conn
+        .pipeline(&[Statement::once("select current_database()", &[])])
+        .await
+        .unwrap();
+    assert_eq!(rows(&answers[0])[0].text(0), Some(db.name.as_str()));
+}
+
 /// Puts `lines` first in the server's `pg_hba.conf` and reloads it.
 async fn require_passwords(setup: &tokio_postgres::Client, lines: &str) {
     let file: String = setup
