@@ -15,16 +15,22 @@ fn rows(answer: &Answer) -> &[Row] {
     }
 }
 
-/// The names of the statements prepared on the connection, as it sees them.
-async fn prepared(conn: &mut Connection) -> Vec<String> {
+/// The first value of the one-statement pipeline `sql`, as text.
+async fn value(conn: &mut Connection, sql: &str) -> String {
     let answers = conn
-        .pipeline(&[Statement::once(
-            "select coalesce(string_agg(statement, '|' order by statement), '') from pg_prepared_statements",
-            &[],
-        )])
+        .pipeline(&[Statement::once(sql, &[])])
         .await
         .expect("the pipeline runs");
-    let text = rows(&answers[0])[0].text(0).unwrap_or_default().to_owned();
+    rows(&answers[0])[0].text(0).unwrap_or_default().to_owned()
+}
+
+/// The names of the statements prepared on the connection, as it sees them.
+async fn prepared(conn: &mut Connection) -> Vec<String> {
+    let text = value(
+        conn,
+        "select coalesce(string_agg(statement, '|' order by statement), '') from pg_prepared_statements",
+    )
+    .await;
     text.split('|')
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
@@ -163,7 +169,6 @@ async fn cached_statements_are_prepared_once_and_forgotten_on_request() {
 async fn a_connection_left_in_a_transaction_is_not_reused() {
     let db = postgres().create_database().await;
     let pool = Pool::new(&db.url, 1, "pipeline-test").unwrap();
-    let pid = |answers: &[Answer]| rows(&answers[0])[0].text(0).unwrap().to_owned();
     let first = {
         let mut conn = pool.get().await.unwrap();
         let answers = conn
@@ -174,16 +179,12 @@ async fn a_connection_left_in_a_transaction_is_not_reused() {
             .await
             .unwrap();
         assert_eq!(conn.status(), TxStatus::InTransaction);
-        pid(&answers[1..])
+        rows(&answers[1])[0].text(0).unwrap().to_owned()
     };
     let mut conn = pool.get().await.unwrap();
-    let answers = conn
-        .pipeline(&[Statement::once("select pg_backend_pid()::text", &[])])
-        .await
-        .unwrap();
     assert_ne!(
         first,
-        pid(&answers),
+        value(&mut conn, "select pg_backend_pid()::text").await,
         "the connection inside a transaction came back"
     );
     assert_eq!(conn.status(), TxStatus::Idle);
@@ -205,11 +206,7 @@ async fn connects_over_a_unix_socket() {
         .user("postgres")
         .dbname(&db.name);
     let mut conn = Connection::connect(&cfg).await.unwrap();
-    let answers = conn
-        .pipeline(&[Statement::once("select current_database()", &[])])
-        .await
-        .unwrap();
-    assert_eq!(rows(&answers[0])[0].text(0), Some(db.name.as_str()));
+    assert_eq!(value(&mut conn, "select current_database()").await, db.name);
 }
 
 #[tokio::test]
@@ -222,11 +219,7 @@ async fn connects_to_a_hostaddr_with_keepalives_and_a_timeout() {
         db.name
     );
     let mut conn = Connection::connect(&config(&url)).await.unwrap();
-    let answers = conn
-        .pipeline(&[Statement::once("select current_database()", &[])])
-        .await
-        .unwrap();
-    assert_eq!(rows(&answers[0])[0].text(0), Some(db.name.as_str()));
+    assert_eq!(value(&mut conn, "select current_database()").await, db.name);
 }
 
 /// Puts `lines` first in the server's `pg_hba.conf` and reloads it.
@@ -286,11 +279,7 @@ async fn authenticates_with_scram_and_md5_and_reports_a_wrong_password() {
         let mut conn = Connection::connect(&config(&url))
             .await
             .unwrap_or_else(|e| panic!("{user}: {e}"));
-        let answers = conn
-            .pipeline(&[Statement::once("select current_user::text", &[])])
-            .await
-            .unwrap();
-        assert_eq!(rows(&answers[0])[0].text(0), Some(user.as_str()));
+        assert_eq!(value(&mut conn, "select current_user::text").await, *user);
 
         let wrong = format!("postgres://{user}:wrong@127.0.0.1:{port}/{}", db.name);
         match Connection::connect(&config(&wrong)).await {
@@ -307,11 +296,7 @@ async fn a_connection_whose_caller_went_away_mid_pipeline_is_not_reused() {
     let pool = Pool::new(&db.url, 1, "pipeline-test").unwrap();
     let first = {
         let mut conn = pool.get().await.unwrap();
-        let answers = conn
-            .pipeline(&[Statement::once("select pg_backend_pid()::text", &[])])
-            .await
-            .unwrap();
-        let pid = rows(&answers[0])[0].text(0).unwrap().to_owned();
+        let pid = value(&mut conn, "select pg_backend_pid()::text").await;
         // The caller gives up while the server still works on the pipeline.
         let sleep = [Statement::once("select pg_sleep(2)", &[])];
         let slow = conn.pipeline(&sleep);
@@ -321,13 +306,9 @@ async fn a_connection_whose_caller_went_away_mid_pipeline_is_not_reused() {
         pid
     };
     let mut conn = pool.get().await.unwrap();
-    let answers = conn
-        .pipeline(&[Statement::once("select pg_backend_pid()::text", &[])])
-        .await
-        .unwrap();
     assert_ne!(
-        rows(&answers[0])[0].text(0),
-        Some(first.as_str()),
+        value(&mut conn, "select pg_backend_pid()::text").await,
+        first,
         "a connection with an unread answer was reused"
     );
 }
