@@ -197,16 +197,29 @@ fn rows_of(answer: Option<&Answer>, anon: bool) -> Result<&[Row], ApiError> {
     }
 }
 
-/// Runs `sql` in a transaction as described by `settings`; `decide` says
-/// whether to commit.
+/// Decides from a statement's outcome whether to commit, or refuses the outcome.
+pub type Decide<'a> = Box<dyn FnOnce(&Outcome) -> Result<bool, ApiError> + Send + 'a>;
+
+/// How a request's transaction ends.
+pub enum End<'a> {
+    /// Commit (`true`) or roll back whatever the outcome, known before the
+    /// statement runs: the end travels in the statement's pipeline.
+    Known(bool),
+    /// Commit or not as the outcome says (or refuse it): a write's end then
+    /// costs a second round trip.
+    Decided(Decide<'a>),
+}
+
+/// Runs `sql` in a transaction as described by `settings`, ended as `end` says.
 ///
 /// A read sends everything in one pipeline: the settings (read only among
 /// them), `sql` and the `EXPLAIN` of `explain` (for planned counts), which
 /// run as one transaction that the pipeline's end commits; a failing
 /// statement makes the server skip the rest and roll the transaction back.
-/// Its `decide` can still refuse the answer, but a read changed nothing. A
-/// write pipelines `BEGIN`, the settings and `sql`, so `decide` sees the
-/// outcome before the transaction ends with a `COMMIT` or `ROLLBACK`.
+/// An [`End::Decided`] read can still refuse the answer, but a read changed
+/// nothing. A write pipelines `BEGIN`, the settings and `sql`, then its
+/// `COMMIT` or `ROLLBACK`: in the same pipeline when the end is
+/// [`End::Known`], after the outcome is checked when it is [`End::Decided`].
 pub async fn run(
     pool: &pg::Pool,
     settings: &Settings,
@@ -214,7 +227,7 @@ pub async fn run(
     sql: &str,
     params: &Params,
     explain: Option<(&str, &Params)>,
-    decide: impl FnOnce(&Outcome) -> Result<bool, ApiError>,
+    end: End<'_>,
 ) -> Result<Outcome, ApiError> {
     let anon = settings.anon;
     if let Some(e) = too_many_values(params) {
@@ -255,6 +268,16 @@ pub async fn run(
     if let (Some((esql, _)), Some(p)) = (explain, explain_params.as_deref()) {
         statements.push(Statement::once(esql, p));
     }
+    let known = match end {
+        End::Known(commit) => Some(commit),
+        End::Decided(_) => None,
+    };
+    if let (false, Some(commit)) = (read_only, known) {
+        statements.push(Statement::cached(
+            if commit { "commit" } else { "rollback" },
+            &[],
+        ));
+    }
     let answers = conn
         .pipeline(&statements)
         .await
@@ -277,24 +300,27 @@ pub async fn run(
         outcome.planned = planned;
         Ok(outcome)
     })();
-    let commit = match &result {
-        Ok(outcome) => decide(outcome),
-        Err(_) => Ok(false),
+    let commit = match (&result, end) {
+        (Err(_), _) => Ok(false),
+        (Ok(outcome), End::Decided(decide)) => decide(outcome),
+        (Ok(_), End::Known(commit)) => Ok(commit),
     };
-    // A write's transaction is still open; so is any transaction a read's
-    // statements left behind (a function cannot, but nothing is assumed).
-    if !read_only || conn.status() != TxStatus::Idle {
-        let end = if !read_only && matches!(commit, Ok(true)) {
+    // A decided write's transaction is still open; so is any transaction a
+    // failed statement left behind, or one a read's statements left (a
+    // function cannot, but nothing is assumed).
+    let ended = read_only || known.is_some();
+    if !ended || conn.status() != TxStatus::Idle {
+        let last = if !ended && matches!(commit, Ok(true)) {
             "commit"
         } else {
             "rollback"
         };
-        let ended = conn
-            .pipeline(&[Statement::cached(end, &[])])
+        let closed = conn
+            .pipeline(&[Statement::cached(last, &[])])
             .await
             .map_err(|e| from_conn(&e, anon))
             .and_then(|answers| rows_of(answers.first(), anon).map(|_| ()));
-        if let Err(e) = ended
+        if let Err(e) = closed
             && result.is_ok()
             && commit.is_ok()
         {

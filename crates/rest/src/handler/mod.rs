@@ -16,7 +16,7 @@ use crate::api::{
     negotiate,
 };
 use crate::config::RestConfig;
-use crate::db::{self, Access, Outcome, Settings};
+use crate::db::{self, Access, End, Outcome, Settings};
 use crate::parser::{self, Condition, OrderTerm, SelectItem};
 use crate::plan::{Node, Params, Planner, Renderer, Source, ident, node_at, qualified};
 use crate::schema::{Cache, Function, SchemaCache, Table};
@@ -29,6 +29,31 @@ pub struct State {
     /// The connections requests run on.
     pub requests: crate::pg::Pool,
     pub cache: Arc<Cache>,
+}
+
+/// How a write's (or a call's) transaction ends: committed as `commit` says,
+/// unless a strict `max-affected` or a singular answer refuses the outcome,
+/// which then decides it (and costs a round trip more).
+fn end_of(commit: bool, strict_max: Option<i64>, singular: bool) -> End<'static> {
+    if strict_max.is_none() && !singular {
+        return End::Known(commit);
+    }
+    End::Decided(Box::new(move |o| {
+        if let Some(max) = strict_max
+            && o.page_total > max
+        {
+            return Err(ApiError::new(
+                400,
+                "PGRST124",
+                "Query result exceeds max-affected preference constraint",
+            )
+            .details(format!("The query affects {} rows", o.page_total)));
+        }
+        if singular && o.page_total != 1 {
+            return Err(singular_error(o.page_total));
+        }
+        Ok(commit)
+    }))
 }
 
 /// Answers one request; errors become PostgREST error bodies.

@@ -40,7 +40,7 @@ pub(super) async fn read(ctx: &Ctx<'_>, table: &Table) -> Result<HttpResponse, A
         &sql,
         &params,
         explain.as_ref().map(|(s, p)| (s.as_str(), p)),
-        |_| Ok(true),
+        End::Known(true),
     )
     .await?;
     respond_read(ctx, &out, offset, &format!("/{}", table.name))

@@ -387,8 +387,9 @@ pub(super) async fn rpc(ctx: &Ctx<'_>, name: &str) -> Result<HttpResponse, ApiEr
     if let Media::Plan { json } = ctx.media {
         return explain_plan(ctx, &sql, &params, json).await;
     }
-    let singular = ctx.singular();
+    let singular = ctx.singular() && f.returns_set;
     let commit = ctx.commit_wanted();
+    let end = end_of(commit, strict_max, singular);
     let out = db::run(
         &ctx.state.requests,
         &ctx.settings(),
@@ -396,22 +397,7 @@ pub(super) async fn rpc(ctx: &Ctx<'_>, name: &str) -> Result<HttpResponse, ApiEr
         &sql,
         &params,
         explain.as_ref().map(|(s, p)| (s.as_str(), p)),
-        |o| {
-            if let Some(max) = strict_max
-                && o.page_total > max
-            {
-                return Err(ApiError::new(
-                    400,
-                    "PGRST124",
-                    "Query result exceeds max-affected preference constraint",
-                )
-                .details(format!("The query affects {} rows", o.page_total)));
-            }
-            if singular && f.returns_set && o.page_total != 1 {
-                return Err(singular_error(o.page_total));
-            }
-            Ok(commit)
-        },
+        end,
     )
     .await?;
     if f.is_void() {

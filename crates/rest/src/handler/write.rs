@@ -480,8 +480,8 @@ async fn write_rows(
         // The explained write is always rolled back.
         return explain_plan(ctx, &sql, &params, json).await;
     }
-    let singular = ctx.singular();
-    let commit = ctx.commit_wanted();
+    let singular = ctx.singular() && returning(ctx) == ReturnPref::Representation;
+    let end = end_of(ctx.commit_wanted(), None, singular);
     let out = db::run(
         &ctx.state.requests,
         &ctx.settings(),
@@ -489,12 +489,7 @@ async fn write_rows(
         &sql,
         &params,
         None,
-        |o| {
-            if singular && returning(ctx) == ReturnPref::Representation && o.page_total != 1 {
-                return Err(singular_error(o.page_total));
-            }
-            Ok(commit)
-        },
+        end,
     )
     .await?;
     let status = match resolution {
@@ -657,9 +652,10 @@ pub(super) async fn update_delete(ctx: &Ctx<'_>, table: &Table) -> Result<HttpRe
     if let Media::Plan { json } = ctx.media {
         return explain_plan(ctx, &sql, &params, json).await;
     }
-    let singular = ctx.singular();
+    let singular = ctx.singular() && returning(ctx) == ReturnPref::Representation;
     let strict_max = ctx.prefer.max_affected.filter(|_| ctx.prefer.strict);
     let commit = ctx.commit_wanted();
+    let end = end_of(commit, strict_max, singular);
     let out = db::run(
         &ctx.state.requests,
         &ctx.settings(),
@@ -667,22 +663,7 @@ pub(super) async fn update_delete(ctx: &Ctx<'_>, table: &Table) -> Result<HttpRe
         &sql,
         &params,
         None,
-        |o| {
-            if let Some(max) = strict_max
-                && o.page_total > max
-            {
-                return Err(ApiError::new(
-                    400,
-                    "PGRST124",
-                    "Query result exceeds max-affected preference constraint",
-                )
-                .details(format!("The query affects {} rows", o.page_total)));
-            }
-            if singular && returning(ctx) == ReturnPref::Representation && o.page_total != 1 {
-                return Err(singular_error(o.page_total));
-            }
-            Ok(commit)
-        },
+        end,
     )
     .await?;
     let range = if is_patch && out.page_total > 0 {

@@ -623,3 +623,42 @@ async fn write_representations_honour_embedded_params() {
         json!([{"name": "Apple Inc"}])
     );
 }
+
+#[tokio::test]
+async fn a_deferred_constraint_failing_at_commit_answers_its_error_and_keeps_nothing() {
+    let t = spawn_with(
+        "create table parents (id int primary key);
+         create table kids (id int primary key,
+           parent int references parents(id) deferrable initially deferred);
+         grant all on parents, kids to service_role;",
+        &[],
+    )
+    .await;
+    // The insert itself succeeds; the foreign key is checked by the COMMIT
+    // that travels in the same pipeline.
+    for prefer in ["return=minimal", "return=representation"] {
+        let r = t
+            .write(
+                "POST",
+                "/kids",
+                r#"{"id": 1, "parent": 42}"#,
+                &[("prefer", prefer)],
+            )
+            .await;
+        assert_error(&r, 409, "23503");
+        assert_eq!(
+            t.sql("select count(*) as n from kids").await,
+            json!([{"n": 0}])
+        );
+    }
+    // The connections are still good.
+    t.exec("insert into parents values (42)").await;
+    let r = t
+        .write("POST", "/kids", r#"{"id": 1, "parent": 42}"#, &[])
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(
+        t.sql("select count(*) as n from kids").await,
+        json!([{"n": 1}])
+    );
+}
