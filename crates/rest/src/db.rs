@@ -7,7 +7,7 @@ use deadpool_postgres::Pool;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
 
 use crate::api::ApiError;
-use crate::error::{from_conn, from_db, from_pg};
+use crate::error::{connection_failed, from_conn, from_db, from_pg};
 use crate::pg::{self, Answer, Row, Statement, TxStatus};
 use crate::plan::Params;
 
@@ -242,11 +242,7 @@ pub async fn run(
         pg::PoolError::Backend(e) => from_conn(&e, anon),
         other => {
             tracing::warn!(error = %other, "database pool failed");
-            ApiError::new(
-                503,
-                "PGRST001",
-                "Database client error. Retrying the connection.",
-            )
+            connection_failed()
         }
     })?;
     let (set_sql, set_params) = settings.statement(access);

@@ -44,22 +44,22 @@ pub fn status_for(code: &str, message: &str, anon: bool) -> u16 {
     }
 }
 
+/// The answer when the database connection failed (PostgREST's `PGRST001`).
+pub fn connection_failed() -> ApiError {
+    ApiError::new(
+        503,
+        "PGRST001",
+        "Database client error. Retrying the connection.",
+    )
+}
+
 /// Maps a driver error to the client's error.
 pub fn from_pg(err: &tokio_postgres::Error, anon: bool) -> ApiError {
     let Some(db) = err.as_db_error() else {
-        if err.is_closed() {
-            return ApiError::new(
-                503,
-                "PGRST001",
-                "Database client error. Retrying the connection.",
-            );
+        if !err.is_closed() {
+            tracing::warn!(error = %err, "database request failed");
         }
-        tracing::warn!(error = %err, "database request failed");
-        return ApiError::new(
-            503,
-            "PGRST001",
-            "Database client error. Retrying the connection.",
-        );
+        return connection_failed();
     };
     from_parts(db.code().code(), db.message(), db.detail(), db.hint(), anon)
 }
@@ -82,11 +82,7 @@ pub fn from_conn(err: &crate::pg::ConnError, anon: bool) -> ApiError {
         return from_db(db, anon);
     }
     tracing::warn!(error = %err, "database request failed");
-    ApiError::new(
-        503,
-        "PGRST001",
-        "Database client error. Retrying the connection.",
-    )
+    connection_failed()
 }
 
 fn from_parts(
