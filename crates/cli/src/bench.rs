@@ -21,6 +21,7 @@ use tower_layer::Layer as _;
 
 use crate::flag;
 
+mod http1;
 mod rest;
 
 /// One measured side.

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Sample, Watched, drive, side};
+use super::{Sample, Watched, drive, http1, side};
 use crate::flag;
 
 const ACCOUNTS_PER_BRANCH: u64 = 100_000;
@@ -133,36 +133,55 @@ struct Server {
     http: reqwest::Client,
     /// The REST root, e.g. `http://127.0.0.1:8000/rest/v1`.
     base: String,
+    /// The same root for the measured loops' own HTTP/1.1 client.
+    target: http1::Target,
     apikey: String,
     rng: Arc<Rng>,
     scale: u64,
 }
 
+/// One request, before it is rendered for a client.
+struct Call {
+    post: bool,
+    /// Below the REST root, with the query string.
+    path: String,
+    /// A JSON body, sent with `Prefer: return=representation`.
+    body: Option<String>,
+}
+
+impl Call {
+    fn get(path: String) -> Self {
+        Self {
+            post: false,
+            path,
+            body: None,
+        }
+    }
+}
+
 impl Server {
     /// A request of `scenario` with random keys, sent as supabase-js sends it:
     /// `apikey` and `Authorization: Bearer` both carrying the anon key.
-    fn request(&self, scenario: Scenario) -> reqwest::RequestBuilder {
+    fn call(&self, scenario: Scenario) -> Call {
         let accounts = self.scale * ACCOUNTS_PER_BRANCH;
-        let base = &self.base;
-        let req = match scenario {
+        match scenario {
             Scenario::PkLookup => {
                 let aid = 1 + self.rng.below(accounts);
-                self.http
-                    .get(format!("{base}/pgbench_accounts?aid=eq.{aid}&select=*"))
+                Call::get(format!("/pgbench_accounts?aid=eq.{aid}&select=*"))
             }
             Scenario::FilterOrder => {
                 let bid = 1 + self.rng.below(self.scale);
                 // The ten rows all belong to the branch: start at most 10 before its end.
                 let aid =
                     (bid - 1) * ACCOUNTS_PER_BRANCH + 1 + self.rng.below(ACCOUNTS_PER_BRANCH - 9);
-                self.http.get(format!(
-                    "{base}/pgbench_accounts?select=*&bid=eq.{bid}&aid=gte.{aid}&order=aid.asc&limit=10"
+                Call::get(format!(
+                    "/pgbench_accounts?select=*&bid=eq.{bid}&aid=gte.{aid}&order=aid.asc&limit=10"
                 ))
             }
             Scenario::Embed => {
                 let aid = 1 + self.rng.below(accounts);
-                self.http.get(format!(
-                    "{base}/pgbench_accounts?aid=eq.{aid}&select=aid,abalance,pgbench_branches(bid,bbalance)"
+                Call::get(format!(
+                    "/pgbench_accounts?aid=eq.{aid}&select=aid,abalance,pgbench_branches(bid,bbalance)"
                 ))
             }
             Scenario::Insert => {
@@ -170,19 +189,60 @@ impl Server {
                 let bid = 1 + (aid - 1) / ACCOUNTS_PER_BRANCH;
                 let tid = (bid - 1) * TELLERS_PER_BRANCH + 1 + self.rng.below(TELLERS_PER_BRANCH);
                 let delta = self.rng.below(10_001) as i64 - 5_000;
-                self.http
-                    .post(format!("{base}/pgbench_history"))
-                    .header("prefer", "return=representation")
-                    .json(&json!({"tid": tid, "bid": bid, "aid": aid, "delta": delta}))
+                Call {
+                    post: true,
+                    path: "/pgbench_history".to_owned(),
+                    body: Some(
+                        json!({"tid": tid, "bid": bid, "aid": aid, "delta": delta}).to_string(),
+                    ),
+                }
             }
+        }
+    }
+
+    /// `call` for reqwest, to check answers.
+    fn request(&self, call: Call) -> reqwest::RequestBuilder {
+        let url = format!("{}{}", self.base, call.path);
+        let req = match call.body {
+            Some(body) => self
+                .http
+                .post(url)
+                .header("prefer", "return=representation")
+                .header("content-type", "application/json")
+                .body(body),
+            None if call.post => self.http.post(url),
+            None => self.http.get(url),
         };
         req.header("apikey", &self.apikey).bearer_auth(&self.apikey)
+    }
+
+    /// `call` as the bytes the measured loops send.
+    fn request_bytes(&self, call: &Call) -> Vec<u8> {
+        let bearer = format!("Bearer {}", self.apikey);
+        let mut headers = vec![
+            ("accept", "*/*"),
+            ("apikey", self.apikey.as_str()),
+            ("authorization", bearer.as_str()),
+        ];
+        if call.body.is_some() {
+            headers.extend([
+                ("prefer", "return=representation"),
+                ("content-type", "application/json"),
+            ]);
+        }
+        let method = if call.post { "POST" } else { "GET" };
+        self.target.request(
+            method,
+            &call.path,
+            &headers,
+            call.body.as_deref().map(str::as_bytes),
+        )
     }
 
     /// Sends one request of `scenario` and checks the answer's status and shape.
     async fn check(&self, scenario: Scenario) -> Result<(), String> {
         let resp = self
-            .request(scenario)
+            .request(self.call(scenario))
             .send()
             .await
             .map_err(|e| format!("{}: {e}", self.base))?;
@@ -254,17 +314,20 @@ impl Server {
         duration: Duration,
         watched: &[Watched],
     ) -> Run {
+        // One keep-alive connection per worker, each used by its worker only.
+        let conns: Arc<Vec<tokio::sync::Mutex<http1::Conn>>> = Arc::new(
+            (0..connections)
+                .map(|_| tokio::sync::Mutex::new(http1::Conn::new(self.target.clone())))
+                .collect(),
+        );
         let call = {
             let server = self.clone();
-            move |_| {
-                let req = server.request(scenario);
+            move |worker: usize| {
+                let request = server.request_bytes(&server.call(scenario));
+                let conns = conns.clone();
                 async move {
-                    match req.send().await {
-                        Ok(r) => {
-                            r.status().as_u16() == scenario.status() && r.bytes().await.is_ok()
-                        }
-                        Err(_) => false,
-                    }
+                    let mut conn = conns[worker].lock().await;
+                    matches!(conn.send(&request).await, Ok(a) if a.status == scenario.status())
                 }
             }
         };
@@ -500,25 +563,30 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     super::runtime()?.block_on(async move {
         let http = super::load_client(connections, Duration::from_secs(10))?;
         let rng = Arc::new(Rng::seeded());
-        let server = |base: String| Server {
-            http: http.clone(),
-            base,
-            apikey: apikey.clone(),
-            rng: rng.clone(),
-            scale,
+        let server = |base: String| -> anyhow::Result<Server> {
+            Ok(Server {
+                http: http.clone(),
+                target: http1::Target::parse(&base)?,
+                base,
+                apikey: apikey.clone(),
+                rng: rng.clone(),
+                scale,
+            })
         };
 
         // 2 and 3. Each scenario through the gateway, then against the peer
         // right after it (the closer in time, the less the machine's noise
         // differs between the two).
-        let ours = server(format!("{}/rest/v1", gateway_url.trim_end_matches('/')));
+        let ours = server(format!("{}/rest/v1", gateway_url.trim_end_matches('/')))?;
         ours.ready()
             .await
             .map_err(|e| anyhow::anyhow!("the gateway's rest surface: {e}"))?;
         let peer = match (&peer_url, &peer_unavailable) {
             (Some(url), None) => {
-                let peer = server(format!("{}/api", url.trim_end_matches('/')));
-                peer.ready().await.map(|()| peer)
+                match server(format!("{}/api", url.trim_end_matches('/'))) {
+                    Ok(peer) => peer.ready().await.map(|()| peer),
+                    Err(e) => Err(e.to_string()),
+                }
             }
             (_, reason) => Err(reason.clone().unwrap_or_else(|| "no --peer given".into())),
         };
