@@ -6,16 +6,19 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument as _;
@@ -209,6 +212,204 @@ pub fn reflection() -> anyhow::Result<
         .map_err(|e| anyhow::anyhow!("building the reflection service: {e}"))
 }
 
+thread_local! {
+    static WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The index of the [`serve_on_workers`] worker thread the caller runs on;
+/// `None` elsewhere.
+pub fn current_worker() -> Option<usize> {
+    WORKER.with(std::cell::Cell::get)
+}
+
+/// An accepted connection, counted among its worker's open ones until dropped.
+struct Counted {
+    inner: tokio::net::TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Connected for Counted {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// Serves like [`serve`], but on `workers` threads of their own, each running
+/// a single-threaded runtime, as the gateway's HTTP workers do. Each accepted
+/// connection goes to the worker with the fewest open ones and stays there
+/// with every task its calls spawn, so a call never hops between threads: the
+/// answer's frames leave in one write, not split by another thread flushing
+/// the connection halfway. Code on a worker finds its index with
+/// [`current_worker`] (to keep per-worker resources such as database
+/// connections on the same thread).
+pub async fn serve_on_workers<S>(
+    listener: TcpListener,
+    service: S,
+    stop: CancellationToken,
+    grace: Duration,
+    workers: usize,
+) -> anyhow::Result<()>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection = reflection()?;
+    let mut queues = Vec::new();
+    let mut finished = Vec::new();
+    for index in 0..workers.max(1) {
+        let (connections, queue) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (done, result) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+        let (health, reflection, service) = (health.clone(), reflection.clone(), service.clone());
+        let (stop, counter) = (stop.clone(), open.clone());
+        std::thread::Builder::new()
+            .name(format!("grpc-worker-{index}"))
+            .spawn(move || {
+                WORKER.with(|w| w.set(Some(index)));
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("starting worker {index}'s runtime: {e}"))
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(
+                                queue,
+                            )
+                            .map(move |std| {
+                                let inner = tokio::net::TcpStream::from_std(std)?;
+                                Ok::<_, std::io::Error>(Counted {
+                                    inner,
+                                    open: counter.clone(),
+                                })
+                            });
+                            tonic::transport::Server::builder()
+                                .layer(ServerContextLayer)
+                                .add_service(health)
+                                .add_service(reflection)
+                                .add_service(service)
+                                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                                .await
+                                .map_err(|e| anyhow::anyhow!("gRPC worker {index} failed: {e}"))
+                        })
+                    });
+                let _ = done.send(served);
+            })
+            .map_err(|e| anyhow::anyhow!("starting gRPC worker {index}: {e}"))?;
+        queues.push((connections, open));
+        finished.push(result);
+    }
+    let accepting = async {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a gRPC connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Without it a response's trailers frame waits for the peer's
+            // delayed ACK of the data: about 40 ms.
+            let _ = stream.set_nodelay(true);
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            let Some((queue, open)) = queues
+                .iter()
+                .min_by_key(|(_, open)| open.load(Ordering::Relaxed))
+            else {
+                break;
+            };
+            open.fetch_add(1, Ordering::Relaxed);
+            if queue.send(stream).is_err() {
+                open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_service_status(S::NAME, tonic_health::ServingStatus::NotServing)
+            .await;
+        // Closing the queues ends each worker's incoming connections.
+        drop(queues);
+    };
+    let mut result = Ok(());
+    crate::shutdown::drain_with_deadline(
+        async {
+            accepting.await;
+            for worker in finished {
+                match worker.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => result = Err(e),
+                    Err(_) => result = Err(anyhow::anyhow!("a gRPC worker thread panicked")),
+                }
+            }
+        },
+        stop.cancelled(),
+        grace,
+    )
+    .await;
+    result
+}
+
 /// Serves `service` on `listener` with health and reflection beside it, until
 /// `stop` is cancelled; then reports NOT_SERVING, stops accepting and drains
 /// in-flight calls for at most `grace`.
@@ -265,4 +466,106 @@ where
     )
     .await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use ferrobase_proto::HttpRequest;
+    use ferrobase_proto::rest::v1::rest_client::RestClient;
+    use tonic::transport::Endpoint;
+
+    use super::*;
+
+    /// Stands in for the rest service: records, for each call, the worker it
+    /// ran on and the worker a task it spawned ran on, then refuses the call.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Seen>>>);
+
+    /// The worker a call ran on, and the worker of a task it spawned.
+    type Seen = (Option<usize>, Option<usize>);
+
+    impl NamedService for Recorder {
+        const NAME: &'static str = "ferrobase.rest.v1.Rest";
+    }
+
+    impl Service<http::Request<Body>> for Recorder {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            let seen = self.0.clone();
+            Box::pin(async move {
+                let here = current_worker();
+                let spawned = tokio::spawn(async { current_worker() })
+                    .await
+                    .unwrap_or_else(|e| panic!("spawned task: {e}"));
+                seen.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((here, spawned));
+                Ok(tonic::Status::unimplemented("recorded").into_http())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_spread_over_workers_and_their_calls_stay_on_them() {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let url = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .unwrap_or_else(|e| panic!("addr: {e}"))
+        );
+        let recorder = Recorder::default();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_on_workers(
+            listener,
+            recorder.clone(),
+            stop.clone(),
+            Duration::from_secs(5),
+            2,
+        ));
+        assert_eq!(current_worker(), None, "the test's thread is no worker");
+        // Three connections held open at once: the third goes to the first
+        // worker again, as both then have one.
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let channel = Endpoint::from_shared(url.clone())
+                .unwrap_or_else(|e| panic!("endpoint: {e}"))
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("connect: {e}"));
+            let mut client = RestClient::new(channel);
+            let status = client
+                .handle(HttpRequest::default())
+                .await
+                .expect_err("the recorder refuses every call");
+            assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+            clients.push(client);
+        }
+        let seen = recorder
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        assert_eq!(
+            seen,
+            vec![(Some(0), Some(0)), (Some(1), Some(1)), (Some(0), Some(0))]
+        );
+        stop.cancel();
+        let served = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap_or_else(|_| panic!("the server did not stop"))
+            .unwrap_or_else(|e| panic!("server task: {e}"));
+        assert!(served.is_ok(), "{served:?}");
+    }
 }

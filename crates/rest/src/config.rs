@@ -18,6 +18,9 @@ pub struct RestConfig {
     pub statement_timeout: Option<Duration>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Serving worker threads, each with its connections and its share of
+    /// the request connection pool.
+    pub workers: usize,
 }
 
 fn list(raw: &str) -> Vec<String> {
@@ -49,6 +52,10 @@ impl RestConfig {
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis);
         let max_body_bytes = l.parse_or("FERROBASE_REST_MAX_BODY_BYTES", 10 * 1024 * 1024usize);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let workers = l.parse_or("FERROBASE_WORKERS", cores).max(1);
         let config = Self {
             service,
             schemas,
@@ -56,6 +63,7 @@ impl RestConfig {
             extra_search_path,
             statement_timeout,
             max_body_bytes,
+            workers,
         };
         l.finish(config)
     }
@@ -79,6 +87,7 @@ mod tests {
         assert_eq!(c.extra_search_path, vec!["public", "extensions"]);
         assert_eq!(c.max_rows, None);
         assert_eq!(c.statement_timeout, None);
+        assert!(c.workers >= 1);
     }
 
     #[test]
@@ -86,11 +95,13 @@ mod tests {
         let env = base()
             .with("FERROBASE_REST_SCHEMAS", " public , personal ")
             .with("FERROBASE_REST_MAX_ROWS", "1000")
-            .with("FERROBASE_REST_STATEMENT_TIMEOUT_MS", "2500");
+            .with("FERROBASE_REST_STATEMENT_TIMEOUT_MS", "2500")
+            .with("FERROBASE_WORKERS", "3");
         let c = RestConfig::from_env(&env).unwrap();
         assert_eq!(c.schemas, vec!["public", "personal"]);
         assert_eq!(c.max_rows, Some(1000));
         assert_eq!(c.statement_timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(c.workers, 3);
         let err = RestConfig::from_env(&base().with("FERROBASE_REST_MAX_ROWS", "lots"))
             .unwrap_err()
             .to_string();

@@ -595,10 +595,12 @@ impl deadpool::managed::Manager for Manager {
     }
 }
 
-/// The pool of request connections.
+/// The pool of request connections: one part per serving worker thread
+/// (`ferrobase_common::grpc::serve_on_workers`), so a request runs on
+/// connections whose sockets its own thread polls; elsewhere the first part.
 #[derive(Clone)]
 pub struct Pool {
-    inner: deadpool::managed::Pool<Manager>,
+    parts: Arc<[deadpool::managed::Pool<Manager>]>,
     generation: Arc<AtomicU64>,
 }
 
@@ -611,6 +613,17 @@ pub type PoolError = deadpool::managed::PoolError<ConnError>;
 impl Pool {
     /// A pool of at most `size` connections to `url`; they open on first use.
     pub fn new(url: &str, size: usize, application_name: &str) -> anyhow::Result<Self> {
+        Self::per_worker(url, size, application_name, 1)
+    }
+
+    /// A pool of at most `size` connections to `url` in all, split evenly
+    /// among `workers` (each gets at least one).
+    pub fn per_worker(
+        url: &str,
+        size: usize,
+        application_name: &str,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| anyhow::anyhow!("FERROBASE_DB_URL is not a valid PostgreSQL URL: {e}"))?;
@@ -618,24 +631,35 @@ impl Pool {
             config.application_name(application_name);
         }
         let generation = Arc::new(AtomicU64::new(0));
-        let manager = Manager {
-            config,
-            generation: generation.clone(),
-        };
-        let inner = deadpool::managed::Pool::builder(manager)
-            .max_size(size)
-            .runtime(deadpool::Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .recycle_timeout(Some(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| anyhow::anyhow!("building the database pool: {e}"))?;
-        Ok(Self { inner, generation })
+        let workers = workers.max(1);
+        let parts = (0..workers)
+            .map(|i| {
+                // The first parts take the remainder: sizes differ by one at most.
+                let part_size = (size / workers + usize::from(i < size % workers)).max(1);
+                let manager = Manager {
+                    config: config.clone(),
+                    generation: generation.clone(),
+                };
+                deadpool::managed::Pool::builder(manager)
+                    .max_size(part_size)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .wait_timeout(Some(Duration::from_secs(10)))
+                    .create_timeout(Some(Duration::from_secs(10)))
+                    .recycle_timeout(Some(Duration::from_secs(10)))
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("building the database pool: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            parts: parts.into(),
+            generation,
+        })
     }
 
-    /// A connection, opened if none is idle.
+    /// A connection of the calling worker's part, opened if none is idle.
     pub async fn get(&self) -> Result<Pooled, PoolError> {
-        self.inner.get().await
+        let part = ferrobase_common::grpc::current_worker().unwrap_or(0) % self.parts.len();
+        self.parts[part].get().await
     }
 
     /// Makes every connection drop its prepared statements before its next
@@ -646,6 +670,8 @@ impl Pool {
 
     /// Closes the pool: waiting and future requests fail, idle connections close.
     pub fn close(&self) {
-        self.inner.close();
+        for part in self.parts.iter() {
+            part.close();
+        }
     }
 }

@@ -47,10 +47,11 @@ impl Service for Application {
         // Requests run on connections of their own (`pg`); this pool only
         // serves the schema cache, the OpenAPI document and plans, so two do.
         pool.resize(config.service.database.pool_size.min(2));
-        let requests = crate::pg::Pool::new(
+        let requests = crate::pg::Pool::per_worker(
             config.service.database.url.expose_secret(),
             config.service.database.pool_size,
             "ferrobase-rest",
+            config.workers,
         )?;
         let cache =
             Arc::new(Cache::new(pool.clone(), requests.clone(), config.schemas.clone()).await?);
@@ -88,10 +89,18 @@ impl Service for Application {
             token.clone(),
         ));
         let grace = self.state.config.service.process.shutdown_grace;
+        let workers = self.state.config.workers;
         let service = RestServer::new(RestService::new(self.state.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let result = ferrobase_common::grpc::serve(listener, service, token.clone(), grace).await;
+        let result = ferrobase_common::grpc::serve_on_workers(
+            listener,
+            service,
+            token.clone(),
+            grace,
+            workers,
+        )
+        .await;
         token.cancel();
         self.state.requests.close();
         self.state.pool.close();
