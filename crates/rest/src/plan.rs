@@ -178,6 +178,8 @@ pub struct Planner<'a> {
     pub aggregates: bool,
     counter: usize,
     depth: usize,
+    /// Aliases of the nodes enclosing the one being planned, outermost first.
+    enclosing: Vec<String>,
 }
 
 fn undefined_column(rel: &str, col: &str) -> ApiError {
@@ -191,7 +193,20 @@ impl<'a> Planner<'a> {
             aggregates,
             counter: 0,
             depth: 0,
+            enclosing: Vec::new(),
         }
+    }
+
+    /// The alias of an embedded `table` one level below the current node:
+    /// `<table>_<depth>` as PostgREST names it (plans show it), unless a node
+    /// it is nested in already goes by that name (a table itself called so)
+    /// or it could be taken for one of the planner's own names; then a
+    /// generated one.
+    fn embed_alias(&mut self, table: &str, parent: &str) -> String {
+        let alias = format!("{table}_{}", self.depth + 1);
+        let taken =
+            alias == parent || self.enclosing.contains(&alias) || alias.starts_with("pgrst_");
+        if taken { self.next_alias("e") } else { alias }
     }
 
     fn next_alias(&mut self, prefix: &str) -> String {
@@ -308,9 +323,9 @@ impl<'a> Planner<'a> {
                         ));
                     }
                     let rel = self.relationship(&node.source, name, hint.as_deref())?;
-                    let child_alias = self.next_alias("e");
-                    let lateral = self.next_alias("l");
                     let target = rel.target;
+                    let child_alias = self.embed_alias(&target.name, &node.alias);
+                    let lateral = self.next_alias("l");
                     let (from, columns): (String, &'a [Column]) = match rel.join {
                         Join::Computed(f) => (
                             format!("{}({})", qualified(&f.schema, &f.name), ident(&node.alias)),
@@ -331,6 +346,7 @@ impl<'a> Planner<'a> {
                             if field.name == "count" && field.path.is_empty()
                     ) && !columns.iter().any(|c| c.name == "count");
                     self.depth += 1;
+                    self.enclosing.push(node.alias.clone());
                     let child = if legacy_count {
                         let allowed = std::mem::replace(&mut self.aggregates, true);
                         let child = self.node(
@@ -347,6 +363,7 @@ impl<'a> Planner<'a> {
                     } else {
                         self.node(child_alias, source, from, items)
                     };
+                    self.enclosing.pop();
                     self.depth -= 1;
                     let child = child?;
                     let output = !items.is_empty();

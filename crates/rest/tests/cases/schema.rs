@@ -137,6 +137,49 @@ async fn explain_plans_need_the_in_database_setting() {
 }
 
 #[tokio::test]
+async fn embedded_tables_go_by_name_and_depth_unless_an_enclosing_one_does() {
+    let t = spawn_with(
+        "create table towns (id int primary key, name text);
+         create table towns_1 (id int primary key, town_id int references towns, label text);
+         insert into towns values (1, 'a'), (2, 'b');
+         insert into towns_1 values (10, 2, 'x'), (11, 1, 'y');
+         grant select on towns, towns_1 to anon;",
+        &[],
+    )
+    .await;
+    // The embed of towns below towns_1 cannot be called towns_1: the
+    // correlation must still reach the enclosing row.
+    let r = t.get("/towns_1?select=id,towns(name)&order=id").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.body,
+        json!([{"id": 10, "towns": {"name": "b"}}, {"id": 11, "towns": {"name": "a"}}])
+    );
+    let r = t.get("/towns?select=name,towns_1(label)&order=id").await;
+    assert_eq!(
+        r.body,
+        json!([{"name": "a", "towns_1": [{"label": "y"}]}, {"name": "b", "towns_1": [{"label": "x"}]}])
+    );
+    // Plans show the names PostgREST gives.
+    set_db_config(&t, "db_plan_enabled", "true").await;
+    let verbose = [("accept", "application/vnd.pgrst.plan+text; options=verbose")];
+    let mut text = String::new();
+    for _ in 0..40 {
+        let r = t
+            .get_with("/towns?select=name,towns_1(label)", &verbose)
+            .await;
+        if r.status == 200 {
+            text = r.text;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(text.contains("public.towns_1 towns_1_1"), "{text}");
+    let r = t.get_with("/towns_1?select=id,towns(name)", &verbose).await;
+    assert!(!r.text.contains("public.towns towns_1"), "{}", r.text);
+}
+
+#[tokio::test]
 async fn geojson_needs_postgis_and_renders_feature_collections() {
     // Without PostGIS the media type is not on offer.
     let t = spawn().await;
