@@ -425,6 +425,12 @@ static REFRESH_AT_ONCE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::n
     )
 });
 
+/// The statement of a common refresh ([`REFRESH_AT_ONCE_SQL`]), for the
+/// benchmark that measures what the database alone makes of it.
+pub fn refresh_statement() -> &'static str {
+    &REFRESH_AT_ONCE_SQL
+}
+
 /// Refreshes in one statement: [`REFRESH_AT_ONCE_SQL`], which also reads the
 /// session object. `None` when the token needs [`try_refresh`]: unknown,
 /// revoked (the reuse rules), expired, banned, or locked by a concurrent

@@ -22,6 +22,7 @@ use tower_layer::Layer as _;
 use crate::flag;
 
 mod http1;
+mod refresh;
 mod rest;
 
 /// One measured side.
@@ -112,7 +113,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Some("rest") => rest::run(&args[1..]),
         _ => anyhow::bail!(
             "usage: ferrobase bench gateway --gateway URL --grpc URL --apikey KEY\n       \
-             ferrobase bench auth --gateway URL --apikey KEY --service-key KEY [--bcrypt-cost N]\n       \
+             ferrobase bench auth --gateway URL --apikey KEY --service-key KEY [--bcrypt-cost N] \
+             [--pgbench PATH --db-url URL]\n       \
              ferrobase bench rest --gateway URL --apikey KEY --pgbench PATH --db-url URL \
              --authenticator-url URL [--peer URL]"
         ),
@@ -221,13 +223,15 @@ struct Watched {
 }
 
 impl Watched {
-    /// User plus system CPU time in ticks, of live processes only.
+    /// User plus system CPU time in ticks; with `children`, also of the live
+    /// children and of those that ended (PostgreSQL's backends of closed
+    /// connections, which the postmaster reaps).
     fn ticks(&self) -> Option<u64> {
-        let own = stat_ticks(&self.pid)?.0;
+        let (own, _, reaped) = stat_ticks(&self.pid)?;
         if !self.children {
             return Some(own);
         }
-        let mut total = own;
+        let mut total = own + reaped;
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
             let name = entry.file_name();
             let Some(pid) = name
@@ -236,7 +240,7 @@ impl Watched {
             else {
                 continue;
             };
-            if let Some((ticks, parent)) = stat_ticks(pid)
+            if let Some((ticks, parent, _)) = stat_ticks(pid)
                 && parent == self.pid
             {
                 total += ticks;
@@ -246,14 +250,15 @@ impl Watched {
     }
 }
 
-/// `(utime + stime, ppid)` of a process, from `/proc/<pid>/stat`.
-fn stat_ticks(pid: &str) -> Option<(u64, String)> {
+/// `(utime + stime, ppid, cutime + cstime)` of a process, from `/proc/<pid>/stat`.
+fn stat_ticks(pid: &str) -> Option<(u64, String, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the parenthesised command: state, ppid, ... utime (14th), stime (15th).
+    // After the parenthesised command: state, ppid, ... utime (14th), stime
+    // (15th), then what its reaped children spent: cutime, cstime.
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime, (*fields.get(1)?).to_owned()))
+    let field = |i: usize| -> Option<u64> { fields.get(i)?.parse().ok() };
+    let (utime, stime, cutime, cstime) = (field(11)?, field(12)?, field(13)?, field(14)?);
+    Some((utime + stime, (*fields.get(1)?).to_owned(), cutime + cstime))
 }
 
 /// The CPU ticks of each watched process, now.
@@ -291,6 +296,9 @@ fn cpu_spent(watched: &[Watched], before: &[Option<u64>], sample: &Sample) -> se
 ///    and their ratio to the ceiling.
 /// 3. Refreshes, each worker chaining the refresh tokens of its own session.
 /// 4. `GET /auth/v1/user` latency.
+/// 5. With `--pgbench` and `--db-url`: the refresh ceiling, the statement one
+///    refresh sends run by pgbench alone (see [`refresh`]), and the refresh
+///    rate's ratio to it.
 ///
 /// Each phase reports the CPU time per request of the processes whose pids are given.
 fn auth(args: &[String]) -> anyhow::Result<()> {
@@ -304,6 +312,9 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
     let seconds: u64 = flag(args, "--seconds")?.map_or(Ok(10), |v| v.parse())?;
     let cost: u32 = flag(args, "--bcrypt-cost")?.map_or(Ok(10), |v| v.parse())?;
     let out = flag(args, "--out")?;
+    // Both, for the refresh ceiling: pgbench and the stack's database as postgres.
+    let pgbench_bin = flag(args, "--pgbench")?;
+    let db_url = flag(args, "--db-url")?;
     anyhow::ensure!(connections > 0, "--connections must be at least 1");
     let duration = Duration::from_secs(seconds);
     let base = format!("{}/auth/v1", gateway_url.trim_end_matches('/'));
@@ -333,16 +344,48 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
         let http = load_client(connections, Duration::from_secs(30))?;
         let users = create_users(&http, &base, &apikey, &service_key, connections).await?;
 
+        // The measured loops use the lean client, one connection per worker
+        // (see `http1`); the users were made and checked with reqwest above.
+        let target = http1::Target::parse(&base)?;
+        let conns: Arc<Vec<tokio::sync::Mutex<http1::Conn>>> = Arc::new(
+            (0..connections)
+                .map(|_| tokio::sync::Mutex::new(http1::Conn::new(target.clone())))
+                .collect(),
+        );
+        let json_post = |path: &str, body: &serde_json::Value| {
+            let body = body.to_string();
+            target.request(
+                "POST",
+                path,
+                &[
+                    ("apikey", apikey.as_str()),
+                    ("content-type", "application/json"),
+                ],
+                Some(body.as_bytes()),
+            )
+        };
+
         // Password sign-ins, worker i signing in as user i.
+        let sign_in_requests: Arc<Vec<Vec<u8>>> = Arc::new(
+            users
+                .iter()
+                .map(|u| {
+                    json_post(
+                        "/token?grant_type=password",
+                        &json!({"email": u.email, "password": BENCH_PASSWORD}),
+                    )
+                })
+                .collect(),
+        );
         let sign_in = {
-            let (http, apikey, users) = (http.clone(), apikey.clone(), users.clone());
-            let url = format!("{base}/token?grant_type=password");
+            let (conns, requests) = (conns.clone(), sign_in_requests.clone());
             move |worker: usize| {
-                let req = http
-                    .post(&url)
-                    .header("apikey", &apikey)
-                    .json(&json!({"email": users[worker].email, "password": BENCH_PASSWORD}));
-                async move { session_of(req).await.is_some() }
+                let (conns, requests) = (conns.clone(), requests.clone());
+                async move {
+                    let mut conn = conns[worker].lock().await;
+                    matches!(conn.send(&requests[worker]).await, Ok(a) if a.status == 200)
+                        && session_in(conn.body()).is_some()
+                }
             }
         };
         drive(connections, Duration::from_secs(1), sign_in.clone()).await;
@@ -358,18 +401,28 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
                 .collect(),
         );
         let refresh = {
-            let (http, apikey, chains) = (http.clone(), apikey.clone(), chains.clone());
-            let url = format!("{base}/token?grant_type=refresh_token");
+            let (conns, chains) = (conns.clone(), chains.clone());
+            let (target, apikey) = (target.clone(), apikey.clone());
             move |worker: usize| {
-                let (http, apikey, chains, url) =
-                    (http.clone(), apikey.clone(), chains.clone(), url.clone());
+                let (conns, chains) = (conns.clone(), chains.clone());
+                let (target, apikey) = (target.clone(), apikey.clone());
                 async move {
                     let mut token = chains[worker].lock().await;
-                    let req = http
-                        .post(&url)
-                        .header("apikey", &apikey)
-                        .json(&json!({"refresh_token": *token}));
-                    match session_of(req).await {
+                    let body = json!({"refresh_token": *token}).to_string();
+                    let request = target.request(
+                        "POST",
+                        "/token?grant_type=refresh_token",
+                        &[
+                            ("apikey", apikey.as_str()),
+                            ("content-type", "application/json"),
+                        ],
+                        Some(body.as_bytes()),
+                    );
+                    let mut conn = conns[worker].lock().await;
+                    if !matches!(conn.send(&request).await, Ok(a) if a.status == 200) {
+                        return false;
+                    }
+                    match session_in(conn.body()) {
                         Some(s) => {
                             *token = s.refresh_token;
                             true
@@ -385,19 +438,30 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
         let refreshes_cpu = cpu_spent(&watched, &before, &refreshes);
 
         // GET /user with each worker's access token.
+        let user_requests: Arc<Vec<Vec<u8>>> = Arc::new(
+            users
+                .iter()
+                .map(|u| {
+                    let bearer = format!("Bearer {}", u.access_token);
+                    target.request(
+                        "GET",
+                        "/user",
+                        &[
+                            ("apikey", apikey.as_str()),
+                            ("authorization", bearer.as_str()),
+                        ],
+                        None,
+                    )
+                })
+                .collect(),
+        );
         let get_user = {
-            let (http, apikey, users) = (http.clone(), apikey.clone(), users.clone());
-            let url = format!("{base}/user");
+            let (conns, requests) = (conns.clone(), user_requests.clone());
             move |worker: usize| {
-                let req = http
-                    .get(&url)
-                    .header("apikey", &apikey)
-                    .bearer_auth(&users[worker].access_token);
+                let (conns, requests) = (conns.clone(), requests.clone());
                 async move {
-                    match req.send().await {
-                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                        Err(_) => false,
-                    }
+                    let mut conn = conns[worker].lock().await;
+                    matches!(conn.send(&requests[worker]).await, Ok(a) if a.status == 200)
                 }
             }
         };
@@ -405,6 +469,24 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
         let before = cpu_ticks(&watched);
         let user_reads = drive(connections, duration, get_user).await;
         let user_reads_cpu = cpu_spent(&watched, &before, &user_reads);
+
+        // What the database alone makes of the refresh statement, once the
+        // stack has nothing left to do.
+        let refresh_ceiling = match (&pgbench_bin, &db_url) {
+            (Some(bin), Some(url)) => {
+                let postgres = watched.iter().find(|w| w.name == "postgres");
+                Some(refresh::measure(bin, url, connections, seconds, postgres).await?)
+            }
+            _ => None,
+        };
+        let refresh_ratio = refresh_ceiling
+            .as_ref()
+            .and_then(|c| c["tps"].as_f64())
+            .map(|tps| (refreshes.rps() / tps * 1000.0).round() / 1000.0);
+        let target_share = refresh_ceiling
+            .as_ref()
+            .and_then(|c| c["tps"].as_f64())
+            .map(|tps| (3000.0 / tps * 1000.0).round() / 1000.0);
 
         let sign_in_ratio = sign_ins.rps() / ceiling.per_second;
         let report = json!({
@@ -432,7 +514,10 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
                 "cpu": refreshes_cpu,
                 "target_rps": 3000,
                 "target_met": refreshes.rps() >= 3000.0,
+                "ratio_to_refresh_ceiling": refresh_ratio,
+                "target_as_share_of_refresh_ceiling": target_share,
             },
+            "refresh_ceiling": refresh_ceiling,
             "get_user": {
                 "call": "GET /auth/v1/user",
                 "result": side(&user_reads),
@@ -503,6 +588,15 @@ struct BenchUser {
 struct Session {
     access_token: String,
     refresh_token: String,
+}
+
+/// The session in a token endpoint's JSON answer.
+fn session_in(body: &[u8]) -> Option<Session> {
+    let body: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(Session {
+        access_token: body["access_token"].as_str()?.to_owned(),
+        refresh_token: body["refresh_token"].as_str()?.to_owned(),
+    })
 }
 
 /// Sends `req` and reads a session out of a 200 answer.

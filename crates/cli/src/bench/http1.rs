@@ -73,6 +73,8 @@ pub struct Conn {
     target: Target,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
+    /// The last answer's body (de-chunked).
+    body: Vec<u8>,
 }
 
 /// A complete answer: its status and the length of its (de-chunked) body.
@@ -88,7 +90,13 @@ impl Conn {
             target,
             stream: None,
             buf: Vec::with_capacity(16 * 1024),
+            body: Vec::new(),
         }
+    }
+
+    /// The body of the answer [`Conn::send`] read last.
+    pub fn body(&self) -> &[u8] {
+        &self.body
     }
 
     /// Sends `request` (from [`Target::request`]) and reads the whole answer.
@@ -113,6 +121,7 @@ impl Conn {
         };
         stream.write_all(request).await?;
         self.buf.clear();
+        self.body.clear();
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
@@ -142,21 +151,21 @@ impl Conn {
                 keep = !value.eq_ignore_ascii_case("close");
             }
         }
-        let body_len = if chunked {
-            read_chunked(stream, &mut self.buf, head_end).await?
+        if chunked {
+            read_chunked(stream, &mut self.buf, head_end, &mut self.body).await?;
         } else if let Some(n) = length {
             while self.buf.len() < head_end + n {
                 read_more(stream, &mut self.buf).await?;
             }
-            n
-        } else if status == 204 || status == 304 || (100..200).contains(&status) {
-            0
-        } else {
+            self.body
+                .extend_from_slice(&self.buf[head_end..head_end + n]);
+        } else if !(status == 204 || status == 304 || (100..200).contains(&status)) {
             // Delimited by the end of the connection.
             while stream.read_buf(&mut self.buf).await? > 0 {}
             keep = false;
-            self.buf.len() - head_end
-        };
+            self.body.extend_from_slice(&self.buf[head_end..]);
+        }
+        let body_len = self.body.len();
         Ok((Answer { status, body_len }, keep))
     }
 }
@@ -169,13 +178,13 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<
     Ok(())
 }
 
-/// Reads a chunked body starting at `at`; answers its decoded length.
+/// Reads a chunked body starting at `at` into `body`.
 async fn read_chunked(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     mut at: usize,
-) -> anyhow::Result<usize> {
-    let mut total = 0;
+    body: &mut Vec<u8>,
+) -> anyhow::Result<()> {
     loop {
         let line_end = loop {
             if let Some(i) = find(&buf[at..], b"\r\n") {
@@ -199,7 +208,7 @@ async fn read_chunked(
                 let empty = end == at;
                 at = end + 2;
                 if empty {
-                    return Ok(total);
+                    return Ok(());
                 }
             }
         }
@@ -207,8 +216,8 @@ async fn read_chunked(
             read_more(stream, buf).await?;
         }
         anyhow::ensure!(&buf[at + size..at + size + 2] == b"\r\n", "bad chunk end");
+        body.extend_from_slice(&buf[at..at + size]);
         at += size + 2;
-        total += size;
     }
 }
 
@@ -278,9 +287,12 @@ mod tests {
         assert!(text.ends_with("apikey: k\r\n\r\n"));
         let mut conn = Conn::new(target);
         let mut got = Vec::new();
+        let mut bodies = Vec::new();
         for _ in 0..5 {
             got.push(conn.send(&req).await.unwrap_or_else(|e| panic!("{e}")));
+            bodies.push(String::from_utf8_lossy(conn.body()).into_owned());
         }
+        assert_eq!(bodies, ["hello", "abcde", "", "until the end", ""]);
         let want = [(200, 5), (201, 5), (204, 0), (200, 13), (404, 0)];
         let got: Vec<(u16, usize)> = got.iter().map(|a| (a.status, a.body_len)).collect();
         assert_eq!(got, want);

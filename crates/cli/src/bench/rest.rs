@@ -399,16 +399,16 @@ impl Rng {
 }
 
 /// What one pgbench run reported.
-struct Pgbench {
-    command: String,
-    tps: f64,
-    latency_avg_ms: Option<f64>,
-    transactions: Option<u64>,
-    failed: Option<u64>,
+pub(super) struct Pgbench {
+    pub command: String,
+    pub tps: f64,
+    pub latency_avg_ms: Option<f64>,
+    pub transactions: Option<u64>,
+    pub failed: Option<u64>,
 }
 
 impl Pgbench {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         json!({
             "command": self.command,
             "tps": (self.tps * 10.0).round() / 10.0,
@@ -420,7 +420,7 @@ impl Pgbench {
 }
 
 /// Runs pgbench with `args` and reads its summary.
-fn pgbench(bin: &str, args: &[String], shown: &str) -> anyhow::Result<Pgbench> {
+pub(super) fn pgbench(bin: &str, args: &[String], shown: &str) -> anyhow::Result<Pgbench> {
     eprintln!("ferrobase: {shown}");
     let out = Command::new(bin)
         .args(args)
@@ -769,8 +769,8 @@ fn scenario_reports(runs: &[Run], ceilings: Option<(f64, f64)>) -> Value {
 }
 
 /// A file holding `text`, removed when dropped.
-struct TempFile {
-    path: String,
+pub(super) struct TempFile {
+    pub path: String,
 }
 
 impl Drop for TempFile {
@@ -779,9 +779,13 @@ impl Drop for TempFile {
     }
 }
 
-fn tempfile_with(text: &str) -> anyhow::Result<TempFile> {
-    let path =
-        std::env::temp_dir().join(format!("ferrobase-bench-rest-{}.sql", std::process::id()));
+pub(super) fn tempfile_with(text: &str) -> anyhow::Result<TempFile> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "ferrobase-bench-{}-{}.sql",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::write(&path, text)?;
     Ok(TempFile {
         path: path.to_string_lossy().into_owned(),
