@@ -138,7 +138,7 @@ pub async fn run_every(every: Duration, state: Arc<State>, stop: CancellationTok
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match run_once(&state.pool, &rules).await {
+        match run_once(state.pool.here(), &rules).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "removed stale auth rows"),
             Err(e) => tracing::warn!(error = %e, "auth cleanup pass failed"),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
+use ferrobase_common::db::WorkerPools;
 use ferrobase_proto::auth::v1::auth_server::Auth;
 use ferrobase_proto::auth::v1::{GetVerificationKeysRequest, GetVerificationKeysResponse};
 use ferrobase_proto::{HttpRequest, HttpResponse};
@@ -17,7 +17,8 @@ use crate::routes;
 /// What every request shares.
 pub struct State {
     pub config: AuthConfig,
-    pub pool: Pool,
+    /// The database pool, split among the serving workers.
+    pub pool: WorkerPools,
     /// The public JSON Web Key Set (`{"keys": [...]}`) of the configured
     /// asymmetric keys; `{"keys": []}` with HS256 signing only.
     pub public_jwks: Value,
@@ -25,7 +26,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: AuthConfig, pool: Pool) -> anyhow::Result<Self> {
+    pub fn new(config: AuthConfig, pool: WorkerPools) -> anyhow::Result<Self> {
         let mailer = Mailer::new(&config)?;
         let public_jwks = config.jwt_keys.public_jwks();
         Ok(Self {

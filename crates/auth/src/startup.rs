@@ -41,6 +41,12 @@ impl Service for Application {
                 .map_err(|e| anyhow::anyhow!("connecting to the database: {e}"))?;
             ferrobase_common::migrate::apply(&mut client, "auth", MIGRATIONS).await?;
         }
+        let pool = ferrobase_common::db::WorkerPools::split(
+            pool,
+            &config.service.database,
+            "ferrobase-auth",
+            config.workers,
+        )?;
         let state = Arc::new(State::new(config, pool)?);
         let keys = state.config.jwt_keys.keys().len();
         match state.config.jwt_keys.signer() {
@@ -77,10 +83,18 @@ impl Service for Application {
             ));
         }
         let grace = self.state.config.service.process.shutdown_grace;
+        let workers = self.state.config.workers;
         let service = AuthServer::new(AuthService::new(self.state.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let result = ferrobase_common::grpc::serve(listener, service, token.clone(), grace).await;
+        let result = ferrobase_common::grpc::serve_on_workers(
+            listener,
+            service,
+            token.clone(),
+            grace,
+            workers,
+        )
+        .await;
         token.cancel();
         self.state.pool.close();
         result

@@ -31,6 +31,62 @@ pub fn pool(config: &DatabaseConfig, application_name: &str) -> anyhow::Result<P
         .map_err(|e| anyhow::anyhow!("building the database pool: {e}"))
 }
 
+/// A service's pool split among its serving worker threads
+/// ([`crate::grpc::serve_on_workers`]): a request takes a connection of its own
+/// worker's part, whose connection task runs on that worker's thread, so its
+/// statements never wait on another thread; elsewhere the first part serves.
+#[derive(Clone)]
+pub struct WorkerPools {
+    parts: std::sync::Arc<[Pool]>,
+}
+
+impl WorkerPools {
+    /// `pool` split into `workers` parts of `config.pool_size` connections in
+    /// all (sizes differ by one at most, at least one each): `pool` becomes
+    /// the first part, the others are new pools for `config`.
+    pub fn split(
+        pool: Pool,
+        config: &DatabaseConfig,
+        application_name: &str,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
+        let workers = workers.max(1);
+        let size = |i: usize| {
+            (config.pool_size / workers + usize::from(i < config.pool_size % workers)).max(1)
+        };
+        pool.resize(size(0));
+        let mut parts = vec![pool];
+        for i in 1..workers {
+            let part = DatabaseConfig {
+                pool_size: size(i),
+                ..config.clone()
+            };
+            parts.push(self::pool(&part, application_name)?);
+        }
+        Ok(Self {
+            parts: parts.into(),
+        })
+    }
+
+    /// A connection of the calling worker's part.
+    pub async fn get(&self) -> Result<deadpool_postgres::Object, deadpool_postgres::PoolError> {
+        self.here().get().await
+    }
+
+    /// The calling worker's part (the first one off the workers).
+    pub fn here(&self) -> &Pool {
+        let i = crate::grpc::current_worker().unwrap_or(0) % self.parts.len();
+        &self.parts[i]
+    }
+
+    /// Closes every part.
+    pub fn close(&self) {
+        for part in self.parts.iter() {
+            part.close();
+        }
+    }
+}
+
 /// A transaction on a pooled connection whose `BEGIN` and `COMMIT` travel in
 /// the same network flight as the statements around them, instead of costing
 /// a round trip each (tokio-postgres sends a statement when its future is
