@@ -18,7 +18,7 @@ use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument as _;
@@ -277,8 +277,12 @@ impl Connected for Counted {
     }
 }
 
-/// Serves like [`serve`], but on `workers` threads of their own, each running
-/// a single-threaded runtime, as the gateway's HTTP workers do. Each accepted
+/// Serves `service` on `listener` with health and reflection beside it, until
+/// `stop` is cancelled; then reports NOT_SERVING, stops accepting and drains
+/// in-flight calls for at most `grace`.
+///
+/// The calls run on `workers` threads of their own, each running a
+/// single-threaded runtime, as the gateway's HTTP workers do. Each accepted
 /// connection goes to the worker with the fewest open ones and stays there
 /// with every task its calls spawn, so a call never hops between threads: the
 /// answer's frames leave in one write, not split by another thread flushing
@@ -401,64 +405,6 @@ where
                     Ok(Err(e)) => result = Err(e),
                     Err(_) => result = Err(anyhow::anyhow!("a gRPC worker thread panicked")),
                 }
-            }
-        },
-        stop.cancelled(),
-        grace,
-    )
-    .await;
-    result
-}
-
-/// Serves `service` on `listener` with health and reflection beside it, until
-/// `stop` is cancelled; then reports NOT_SERVING, stops accepting and drains
-/// in-flight calls for at most `grace`.
-pub async fn serve<S>(
-    listener: TcpListener,
-    service: S,
-    stop: CancellationToken,
-    grace: Duration,
-) -> anyhow::Result<()>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-        + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
-        .await;
-    let reflection = reflection()?;
-    let draining = stop.clone();
-    let reporter_on_stop = reporter.clone();
-    let shutdown = async move {
-        draining.cancelled().await;
-        reporter_on_stop
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        reporter_on_stop
-            .set_service_status(S::NAME, tonic_health::ServingStatus::NotServing)
-            .await;
-    };
-    // The builder's `tcp_nodelay` applies only to listeners it binds itself,
-    // so the accepted sockets get it here. Without it a response's trailers
-    // frame waits for the peer's delayed ACK of the data: about 40 ms.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = tonic::transport::Server::builder()
-        .layer(ServerContextLayer)
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown);
-    let mut result = Ok(());
-    crate::shutdown::drain_with_deadline(
-        async {
-            if let Err(e) = server.await {
-                result = Err(anyhow::anyhow!("gRPC server failed: {e}"));
             }
         },
         stop.cancelled(),
