@@ -31,6 +31,14 @@ pub fn pool(config: &DatabaseConfig, application_name: &str) -> anyhow::Result<P
         .map_err(|e| anyhow::anyhow!("building the database pool: {e}"))
 }
 
+/// Worker `index`'s share of `total` connections split among `workers`: sizes
+/// differ by one at most (the first workers take the remainder), and every
+/// worker gets at least one.
+pub fn worker_share(total: usize, workers: usize, index: usize) -> usize {
+    let workers = workers.max(1);
+    (total / workers + usize::from(index < total % workers)).max(1)
+}
+
 /// A service's pool split among its serving worker threads
 /// ([`crate::grpc::serve_on_workers`]): a request takes a connection of its own
 /// worker's part, whose connection task runs on that worker's thread, so its
@@ -42,8 +50,8 @@ pub struct WorkerPools {
 
 impl WorkerPools {
     /// `pool` split into `workers` parts of `config.pool_size` connections in
-    /// all (sizes differ by one at most, at least one each): `pool` becomes
-    /// the first part, the others are new pools for `config`.
+    /// all ([`worker_share`]): `pool` becomes the first part, the others are
+    /// new pools for `config`.
     pub fn split(
         pool: Pool,
         config: &DatabaseConfig,
@@ -51,14 +59,11 @@ impl WorkerPools {
         workers: usize,
     ) -> anyhow::Result<Self> {
         let workers = workers.max(1);
-        let size = |i: usize| {
-            (config.pool_size / workers + usize::from(i < config.pool_size % workers)).max(1)
-        };
-        pool.resize(size(0));
+        pool.resize(worker_share(config.pool_size, workers, 0));
         let mut parts = vec![pool];
         for i in 1..workers {
             let part = DatabaseConfig {
-                pool_size: size(i),
+                pool_size: worker_share(config.pool_size, workers, i),
                 ..config.clone()
             };
             parts.push(self::pool(&part, application_name)?);
@@ -141,5 +146,19 @@ impl Drop for PipelinedTransaction {
             }
             Err(_) => drop(deadpool_postgres::Object::take(client)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_share;
+
+    #[test]
+    fn shares_add_up_and_differ_by_one_at_most() {
+        let shares: Vec<usize> = (0..4).map(|i| worker_share(10, 4, i)).collect();
+        assert_eq!(shares, [3, 3, 2, 2]);
+        assert_eq!(worker_share(6, 2, 1), 3);
+        assert_eq!(worker_share(1, 3, 2), 1, "every worker gets one");
+        assert_eq!(worker_share(5, 0, 0), 5, "no workers count as one");
     }
 }

@@ -616,8 +616,8 @@ impl Pool {
         Self::per_worker(url, size, application_name, 1)
     }
 
-    /// A pool of at most `size` connections to `url` in all, split evenly
-    /// among `workers` (each gets at least one).
+    /// A pool of `size` connections to `url` in all, split among `workers`
+    /// (`ferrobase_common::db::worker_share`).
     pub fn per_worker(
         url: &str,
         size: usize,
@@ -634,8 +634,7 @@ impl Pool {
         let workers = workers.max(1);
         let parts = (0..workers)
             .map(|i| {
-                // The first parts take the remainder: sizes differ by one at most.
-                let part_size = (size / workers + usize::from(i < size % workers)).max(1);
+                let part_size = ferrobase_common::db::worker_share(size, workers, i);
                 let manager = Manager {
                     config: config.clone(),
                     generation: generation.clone(),
