@@ -41,8 +41,10 @@ impl Service for Application {
                 .map_err(|e| anyhow::anyhow!("connecting to the database: {e}"))?;
             ferrobase_common::migrate::apply(&mut client, "auth", MIGRATIONS).await?;
         }
-        let pool = ferrobase_common::db::WorkerPools::split(
-            pool,
+        // Requests get pools of their own, whose connections open on the
+        // workers; the connection opened here for the migrations closes.
+        pool.close();
+        let pool = ferrobase_common::db::WorkerPools::new(
             &config.service.database,
             "ferrobase-auth",
             config.workers,

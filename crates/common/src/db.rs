@@ -49,25 +49,24 @@ pub struct WorkerPools {
 }
 
 impl WorkerPools {
-    /// `pool` split into `workers` parts of `config.pool_size` connections in
-    /// all ([`worker_share`]): `pool` becomes the first part, the others are
-    /// new pools for `config`.
-    pub fn split(
-        pool: Pool,
+    /// Pools of `config.pool_size` connections in all, one per worker
+    /// ([`worker_share`] each). They open connections on first use, so each
+    /// connection's task runs on the worker that first needed it.
+    pub fn new(
         config: &DatabaseConfig,
         application_name: &str,
         workers: usize,
     ) -> anyhow::Result<Self> {
         let workers = workers.max(1);
-        pool.resize(worker_share(config.pool_size, workers, 0));
-        let mut parts = vec![pool];
-        for i in 1..workers {
-            let part = DatabaseConfig {
-                pool_size: worker_share(config.pool_size, workers, i),
-                ..config.clone()
-            };
-            parts.push(self::pool(&part, application_name)?);
-        }
+        let parts = (0..workers)
+            .map(|i| {
+                let part = DatabaseConfig {
+                    pool_size: worker_share(config.pool_size, workers, i),
+                    ..config.clone()
+                };
+                self::pool(&part, application_name)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             parts: parts.into(),
         })
