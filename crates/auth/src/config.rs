@@ -192,10 +192,7 @@ impl AuthConfig {
             Duration::from_secs(l.parse_or("FERROBASE_SMTP_MAX_FREQUENCY", 60u64));
         let email_sent_per_hour = l.parse_or("FERROBASE_RATE_LIMIT_EMAIL_SENT", 30u32);
         let audit_log = l.bool_or("FERROBASE_AUTH_AUDIT_LOG", true);
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let workers = l.parse_or("FERROBASE_WORKERS", cores).max(1);
+        let workers = l.workers();
         let secure_email_change = l.bool_or("FERROBASE_MAILER_SECURE_EMAIL_CHANGE", true);
         let secure_password_change = l.bool_or("FERROBASE_SECURE_PASSWORD_CHANGE", false);
         let outbox_dir = l.optional("FERROBASE_AUTH_OUTBOX_DIR").map(PathBuf::from);

@@ -166,6 +166,12 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// `FERROBASE_WORKERS`: the serving threads of a process, the number of
+    /// cores when unset, at least one.
+    pub fn workers(&mut self) -> usize {
+        self.parse_or("FERROBASE_WORKERS", cores()).max(1)
+    }
+
     /// A duration given in milliseconds, or `default` when unset.
     pub fn millis_or(&mut self, name: &str, default: Duration) -> Duration {
         Duration::from_millis(self.parse_or(name, default.as_millis() as u64))
@@ -277,6 +283,11 @@ impl fmt::Debug for JwtConfig {
     }
 }
 
+/// The cores this process may use (2 when that cannot be told).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// Connection settings for PostgreSQL.
 #[derive(Clone)]
 pub struct DatabaseConfig {
@@ -287,10 +298,7 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     pub fn load(l: &mut Loader<'_>) -> Self {
         let url = l.required_secret("FERROBASE_DB_URL");
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let pool_size = l.parse_or("FERROBASE_DB_POOL_SIZE", cores * 2 + 2);
+        let pool_size = l.parse_or("FERROBASE_DB_POOL_SIZE", cores() * 2 + 2);
         if pool_size == 0 {
             l.invalid("FERROBASE_DB_POOL_SIZE", "must be at least 1");
         }

@@ -230,10 +230,7 @@ impl GatewayConfig {
         let connect_timeout = l.millis_or("FERROBASE_CONNECT_TIMEOUT_MS", Duration::from_secs(2));
         let request_timeout = l.millis_or("FERROBASE_REQUEST_TIMEOUT_MS", Duration::from_secs(30));
         let trust_forwarded_for = l.bool_or("FERROBASE_TRUST_FORWARDED_FOR", false);
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let workers = l.parse_or("FERROBASE_WORKERS", cores);
+        let workers = l.workers();
         let process = ProcessConfig::load(&mut l);
         let config = Self {
             listen: SocketAddr::new(host, port),
@@ -246,7 +243,7 @@ impl GatewayConfig {
             connect_timeout,
             request_timeout,
             trust_forwarded_for,
-            workers: workers.max(1),
+            workers,
             process,
         };
         l.finish(config)

@@ -52,10 +52,7 @@ impl RestConfig {
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis);
         let max_body_bytes = l.parse_or("FERROBASE_REST_MAX_BODY_BYTES", 10 * 1024 * 1024usize);
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let workers = l.parse_or("FERROBASE_WORKERS", cores).max(1);
+        let workers = l.workers();
         let config = Self {
             service,
             schemas,
