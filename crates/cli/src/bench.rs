@@ -352,25 +352,14 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
                 .map(|_| tokio::sync::Mutex::new(http1::Conn::new(target.clone())))
                 .collect(),
         );
-        let json_post = |path: &str, body: &serde_json::Value| {
-            let body = body.to_string();
-            target.request(
-                "POST",
-                path,
-                &[
-                    ("apikey", apikey.as_str()),
-                    ("content-type", "application/json"),
-                ],
-                Some(body.as_bytes()),
-            )
-        };
-
         // Password sign-ins, worker i signing in as user i.
         let sign_in_requests: Arc<Vec<Vec<u8>>> = Arc::new(
             users
                 .iter()
                 .map(|u| {
                     json_post(
+                        &target,
+                        &apikey,
                         "/token?grant_type=password",
                         &json!({"email": u.email, "password": BENCH_PASSWORD}),
                     )
@@ -402,21 +391,16 @@ fn auth(args: &[String]) -> anyhow::Result<()> {
         );
         let refresh = {
             let (conns, chains) = (conns.clone(), chains.clone());
-            let (target, apikey) = (target.clone(), apikey.clone());
+            let to = Arc::new((target.clone(), apikey.clone()));
             move |worker: usize| {
-                let (conns, chains) = (conns.clone(), chains.clone());
-                let (target, apikey) = (target.clone(), apikey.clone());
+                let (conns, chains, to) = (conns.clone(), chains.clone(), to.clone());
                 async move {
                     let mut token = chains[worker].lock().await;
-                    let body = json!({"refresh_token": *token}).to_string();
-                    let request = target.request(
-                        "POST",
+                    let request = json_post(
+                        &to.0,
+                        &to.1,
                         "/token?grant_type=refresh_token",
-                        &[
-                            ("apikey", apikey.as_str()),
-                            ("content-type", "application/json"),
-                        ],
-                        Some(body.as_bytes()),
+                        &json!({"refresh_token": *token}),
                     );
                     let mut conn = conns[worker].lock().await;
                     if !matches!(conn.send(&request).await, Ok(a) if a.status == 200) {
@@ -588,6 +572,22 @@ struct BenchUser {
 struct Session {
     access_token: String,
     refresh_token: String,
+}
+
+/// A POST of the JSON `body` to `path` with the API key, as the auth phases send it.
+fn json_post(
+    target: &http1::Target,
+    apikey: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> Vec<u8> {
+    let body = body.to_string();
+    target.request(
+        "POST",
+        path,
+        &[("apikey", apikey), ("content-type", "application/json")],
+        Some(body.as_bytes()),
+    )
 }
 
 /// The session in a token endpoint's JSON answer.
