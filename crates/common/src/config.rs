@@ -295,10 +295,18 @@ pub struct DatabaseConfig {
     pub pool_size: usize,
 }
 
+/// The pool size a service gets unless it sets its own default or
+/// `FERROBASE_DB_POOL_SIZE` is given: `2 × cores + 2`.
+pub fn default_pool_size() -> usize {
+    cores() * 2 + 2
+}
+
 impl DatabaseConfig {
-    pub fn load(l: &mut Loader<'_>) -> Self {
+    /// Reads the URL and the pool size, `default_pool` unless
+    /// `FERROBASE_DB_POOL_SIZE` is set.
+    pub fn load(l: &mut Loader<'_>, default_pool: usize) -> Self {
         let url = l.required_secret("FERROBASE_DB_URL");
-        let pool_size = l.parse_or("FERROBASE_DB_POOL_SIZE", cores() * 2 + 2);
+        let pool_size = l.parse_or("FERROBASE_DB_POOL_SIZE", default_pool);
         if pool_size == 0 {
             l.invalid("FERROBASE_DB_POOL_SIZE", "must be at least 1");
         }
@@ -324,10 +332,17 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// The common settings, with [`default_pool_size`] connections.
     pub fn load(l: &mut Loader<'_>) -> Self {
+        Self::load_with_pool(l, default_pool_size())
+    }
+
+    /// The common settings, with `default_pool` connections unless
+    /// `FERROBASE_DB_POOL_SIZE` says otherwise.
+    pub fn load_with_pool(l: &mut Loader<'_>, default_pool: usize) -> Self {
         Self {
             grpc_addr: l.addr_or("FERROBASE_GRPC_ADDR", "0.0.0.0:50051"),
-            database: DatabaseConfig::load(l),
+            database: DatabaseConfig::load(l, default_pool),
             jwt: JwtConfig::load(l),
             process: ProcessConfig::load(l),
         }
