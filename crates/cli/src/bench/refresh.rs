@@ -35,6 +35,25 @@ pub fn script() -> anyhow::Result<String> {
     Ok(format!("\\set prev :n\n\\set n :n + 1\n{sql};\n"))
 }
 
+/// The auth tables the refresh and `GET /user` phases read and write.
+const AUTH_TABLES: &str = "auth.refresh_tokens, auth.sessions, auth.users, auth.identities, \
+    auth.mfa_factors, auth.mfa_amr_claims, auth.audit_log_entries";
+
+/// Vacuums and analyzes the auth tables, as pgbench vacuums its own before a
+/// run: each database-bound phase, and the ceiling, then starts from tables
+/// without the dead rows of the phase before, instead of depending on whether
+/// an autovacuum pass falls into its window (one that did cost a run about a
+/// fifth of its refreshes).
+pub async fn vacuum(db_url: &str) -> anyhow::Result<()> {
+    let (db, connection) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(connection);
+    db.batch_execute(&format!("vacuum (analyze) {AUTH_TABLES}"))
+        .await?;
+    drop(db);
+    let _ = task.await;
+    Ok(())
+}
+
 /// Runs the ceiling for `clients` chains over `seconds` and checks every
 /// reported transaction rotated a token.
 pub async fn measure(
