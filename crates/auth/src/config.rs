@@ -134,7 +134,7 @@ fn list(raw: Option<String>, sep: char) -> Vec<String> {
 
 /// Auth's pool size unless `FERROBASE_DB_POOL_SIZE` is set: at least
 /// [`MIN_DEFAULT_POOL`], more on machines whose common default is larger.
-pub fn default_pool_size() -> usize {
+fn default_pool_size() -> usize {
     ferrobase_common::config::default_pool_size().max(MIN_DEFAULT_POOL)
 }
 
@@ -144,7 +144,7 @@ pub fn default_pool_size() -> usize {
 /// `2 × cores + 2`, which suits reads. On 2 cores, 24 connections served about
 /// 40% more chained refreshes than 6 (about 2,150 against 3,000 a second), 16
 /// about 20% more, and 32 no more than 24.
-pub const MIN_DEFAULT_POOL: usize = 24;
+const MIN_DEFAULT_POOL: usize = 24;
 
 impl AuthConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigErrors> {
